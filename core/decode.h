@@ -1,0 +1,61 @@
+/* clapp core — media decoders: one file or URL in, float frames out.
+ *
+ * Audio: mono float32 samples at the requested rate (FFmpeg + libswresample;
+ * libsndfile for the formats it reads when backend is SNDFILE or AUTO finds it
+ * there first). Video: frames of C*H*W float32 in [0, 1] (C = 1 gray, 3 RGB,
+ * planar, row-major), scaled with libswscale to width x height and converted
+ * to the requested frame rate on pts (frames dropped/duplicated like
+ * ffmpeg's fps filter).
+ *
+ * Errors: every call that can fail fills `err` with one line that names the
+ * file and the cause, e.g. "a.mp3: truncated or corrupt data (Invalid data
+ * found when processing input)".
+ */
+#ifndef CLAPP_CORE_DECODE_H
+#define CLAPP_CORE_DECODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum clapp_media_kind { CLAPP_MEDIA_AUDIO = 0, CLAPP_MEDIA_VIDEO = 1 } clapp_media_kind;
+
+typedef enum clapp_decode_backend {
+    CLAPP_DECODE_AUTO = 0,    /* FFmpeg for everything (sndfile only if FFmpeg cannot open it) */
+    CLAPP_DECODE_FFMPEG = 1,
+    CLAPP_DECODE_SNDFILE = 2, /* audio only */
+} clapp_decode_backend;
+
+typedef struct clapp_decode_params {
+    clapp_media_kind     kind;
+    clapp_decode_backend backend;
+    int                  rate;      /* audio: output sample rate (Hz) */
+    int                  width;     /* video: output size */
+    int                  height;
+    double               fps;       /* video: output frame rate */
+    int                  channels;  /* video: 1 gray, 3 RGB */
+} clapp_decode_params;
+
+typedef struct clapp_decoder clapp_decoder;
+
+/* Open `url` (a path, "-" for standard input, or any URL FFmpeg opens).
+ * Returns 0 or a negative CLAPP_E_*. */
+int clapp_decoder_open(clapp_decoder **dec, const char *url, const clapp_decode_params *p,
+                       char *err, size_t errlen);
+
+/* Read up to max_frames frames into dst (audio: samples; video: frames of
+ * channels*height*width floats each). Returns the number read (> 0), 0 at
+ * the end of the stream, or a negative CLAPP_E_* (err filled). After an
+ * error the decoder returns the same error again. */
+int64_t clapp_decoder_read(clapp_decoder *dec, float *dst, int64_t max_frames, char *err,
+                           size_t errlen);
+
+/* Native sample rate of the input audio (for .phn alignments in samples of
+ * the original file); 0 if unknown or video. */
+int clapp_decoder_input_rate(const clapp_decoder *dec);
+
+/* Duration estimate in output frames, or -1 for live streams / unknown. */
+int64_t clapp_decoder_duration_frames(const clapp_decoder *dec);
+
+void clapp_decoder_close(clapp_decoder *dec);
+
+#endif

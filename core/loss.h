@@ -1,0 +1,70 @@
+/* clapp core — the contrastive loss element `clapp` (ALGORITHMS.md §1, §2, §4.3).
+ *
+ * For a context stream c [B, Dc, T] and a target stream z [B, Dz, T] (the same
+ * tensor unless target= names another element), with one prediction matrix
+ * W_k (Dz x Dc) per step k = 1..K, scores u = z^T W_k c. Valid pairs lie
+ * inside one lane's valid steps of one block (no padding, no pairs across
+ * blocks). The loss element computes the loss and its gradient with respect
+ * to z, c and W (and W_retro) and nothing else: the host hands grad_z/grad_c
+ * to the module's layers.
+ */
+#ifndef CLAPP_CORE_LOSS_H
+#define CLAPP_CORE_LOSS_H
+
+#include <stdint.h>
+
+#include "clapp/plugin.h"
+
+typedef enum clapp_loss_mode {
+    CLAPP_LOSS_CLAPP_S = 0,   /* hinge, positive and N negative terms every step (synchronous) */
+    CLAPP_LOSS_CLAPP = 1,     /* hinge, each lane positive or negative per forward (p = 0.5, shared over k),
+                                 1 negative: lane r(b) (uniform, may equal b) at the target time */
+    CLAPP_LOSS_HINGE_CPC = 2, /* hinge with CLAPP-s sampling; meant for one module at the top (end to end) */
+    CLAPP_LOSS_INFONCE = 3,   /* CPC/GIM: -log softmax over {u_pos, u_neg_1..N}, target index 0 */
+} clapp_loss_mode;
+
+typedef struct clapp_loss_params {
+    clapp_loss_mode mode;
+    int32_t  steps;           /* K, default 12 */
+    int32_t  negatives;       /* N, default 10 (CLAPP mode always uses 1) */
+    int32_t  window;          /* positives window W (GIM subsampling), default 128; 0 = all steps */
+    int      retro;           /* independent W_retro for the context path (appendix C) */
+    int      detach_context;  /* u = z^T W block(c): no gradient to c */
+    int      grad_target;     /* with a separate target stream: also give grad_z (appendix B.2) */
+    uint64_t seed;
+} clapp_loss_params;
+
+void clapp_loss_default_params(clapp_loss_params *p);
+
+/* Per-call results. */
+typedef struct clapp_loss_stats {
+    double  loss;            /* value of the layer loss (mean over k; pred + retro halves summed) */
+    double  loss_retro;      /* the retro half alone (0 without retro) */
+    int64_t pairs;           /* positive pairs used, summed over k */
+    double  pos_active;      /* fraction of positive terms inside the margin (hinge modes) */
+    double  neg_active;      /* fraction of negative terms inside the margin (hinge modes) */
+} clapp_loss_stats;
+
+typedef struct clapp_loss clapp_loss;
+
+/* dz, dc: feature sizes of z and c (for video: C*H*W per time step, W_k shared
+ * across spatial positions is a later extension). t_cap: block time capacity.
+ * W_k initialised U(±1/sqrt(dc)) from p->seed (PyTorch Linear default). */
+int  clapp_loss_create(clapp_loss **loss, const clapp_loss_params *p, int64_t dz, int64_t dc,
+                       int32_t lanes, int64_t t_cap, const clapp_host *host, const char *name);
+
+/* Compute the loss on one block. z and c are blocks of the same lanes and
+ * time axis (c == z allowed: the same pointer means the same stream).
+ * grad_z, grad_c: [B, D, T] tensors that receive (ADD to) dL/dz and dL/dc;
+ * either may be NULL when not wanted. When c == z pass grad_c == grad_z (or
+ * NULL) and both contributions are added into it. W gradients are ACCUMULATED
+ * into the tensors listed by clapp_loss_tensors. */
+int  clapp_loss_compute(clapp_loss *loss, const clapp_block *z, const clapp_block *c,
+                        clapp_tensor *grad_z, clapp_tensor *grad_c, clapp_loss_stats *st);
+
+/* Parameters: "W" [K, Dz, Dc] (and "W_retro" [K, Dc, Dz]) with gradients. */
+int  clapp_loss_tensors(clapp_loss *loss, const clapp_named_tensor **list, int32_t *count);
+
+void clapp_loss_destroy(clapp_loss *loss);
+
+#endif

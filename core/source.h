@@ -1,0 +1,76 @@
+/* clapp core — the source element: manifest entries decoded into blocks of
+ * B lanes in lockstep.
+ *
+ * Each lane reads one file at a time in time order; at the end of a file it
+ * takes the next unread entry of the manifest, and its first block of the new
+ * file carries CLAPP_LANE_SEQ_START (the last block of a file carries
+ * CLAPP_LANE_SEQ_END). A block never mixes two files in one lane: a lane whose
+ * file ends mid-block has len < T for that block. Lanes with nothing left to
+ * read have len 0 and seq_id -1; the source ends when all lanes are idle.
+ *
+ * Decoding runs in its own thread ahead of compute, through a bounded queue
+ * of `queue` blocks; memory is bounded by block size x queue depth, not file
+ * length.
+ *
+ * A file that cannot be opened or decoded is reported once through the host
+ * log with its path and the reason; the lane moves on to the next file, and
+ * clapp_source_failed_count() tells how many failed.
+ *
+ * mode=window (training à la GIM): each lane takes a random window of
+ * `block` frames (start a multiple of `window_align`, >= window_align) from
+ * its file, one window per file per epoch, in a fresh sequence each
+ * (SEQ_START | SEQ_END); files shorter than the window are skipped with a
+ * warning.
+ */
+#ifndef CLAPP_CORE_SOURCE_H
+#define CLAPP_CORE_SOURCE_H
+
+#include <stdint.h>
+
+#include "clapp/plugin.h"
+#include "decode.h"
+#include "manifest.h"
+
+typedef enum clapp_source_mode { CLAPP_SOURCE_STREAM = 0, CLAPP_SOURCE_WINDOW = 1 } clapp_source_mode;
+
+typedef struct clapp_source_params {
+    clapp_decode_params decode;      /* kind, rate, size, fps, channels, backend */
+    int32_t             lanes;       /* B */
+    int64_t             block;       /* T: time steps (samples or frames) per block */
+    int32_t             queue;       /* blocks decoded ahead */
+    clapp_source_mode   mode;
+    int64_t             window_align;/* window mode: start granularity (160 for 10 ms at 16 kHz) */
+    double              label_rate;  /* frame labels per second from .phn alignments (0: none) */
+    uint64_t            seed;        /* window starts and shuffling */
+    int                 shuffle;     /* shuffle manifest order per epoch */
+    int32_t             epochs;      /* passes over the manifest */
+} clapp_source_params;
+
+void clapp_source_default_params(clapp_source_params *p);
+
+typedef struct clapp_source clapp_source;
+
+/* The manifest and label set are borrowed and must outlive the source. */
+int clapp_source_create(clapp_source **src, const clapp_source_params *p,
+                        const clapp_manifest *m, clapp_labelset *labels,
+                        const clapp_host *host);
+
+/* The stream the source produces: [B, 1, T] audio, [B, C, T, H, W] video. */
+void clapp_source_info(const clapp_source *src, clapp_stream_info *info);
+
+/* Start decoding (spawns the decode thread). */
+int clapp_source_start(clapp_source *src);
+
+/* Next block, valid until the next call or clapp_source_release().
+ * Returns 1 with *blk set, 0 at the end (all lanes idle), <0 on fatal errors. */
+int clapp_source_next(clapp_source *src, const clapp_block **blk);
+
+/* Files that failed to open or decode so far. */
+int32_t clapp_source_failed_count(const clapp_source *src);
+/* Files fully read so far. */
+int32_t clapp_source_done_count(const clapp_source *src);
+
+/* Stops the thread and frees everything; safe on NULL and partial create. */
+void clapp_source_destroy(clapp_source *src);
+
+#endif
