@@ -1,4 +1,4 @@
-/* clapp core — pipeline descriptions (pipelines/*.pipe).
+/* clapp core — pipeline descriptions (the .pipe files of pipelines/).
  *
  * Syntax (gst-launch style):
  *     element key=value key=value ! element key=value ...

@@ -193,7 +193,8 @@ typedef struct clapp_plugin_desc {
     /* [compute thread, LEARN mode, after forward of the same block; NULL for sinks]
      * Given dLoss/dout (shape of the last output; steps past each lane's len
      * are zero), ACCUMULATE into the parameter gradients, and, if grad_in is
-     * not NULL, WRITE dLoss/din (shape of the last input). Gradients do not
+     * not NULL, ADD dLoss/din into it (shape of the last input; the host
+     * zeroes it first, so an input that feeds two paths sums both). Gradients do not
      * cross block boundaries. May be called more than once per forward (a
      * layer serving two loss elements); each call adds. */
     int (*backward)(void *self, const clapp_tensor *grad_out, clapp_tensor *grad_in);

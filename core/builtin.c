@@ -1,0 +1,66 @@
+/* Parameter tables of the built-in elements. */
+#include "builtin.h"
+
+static const clapp_param_desc source_params[] = {
+    {"kind", CLAPP_PARAM_ENUM, "audio", 0, 0, "audio|video", "media to decode"},
+    {"rate", CLAPP_PARAM_INT, "16000", 1000, 384000, NULL, "audio sample rate (Hz) after resampling"},
+    {"block", CLAPP_PARAM_INT, "20480", 1, 100000000, NULL, "time steps per block (samples or frames)"},
+    {"lanes", CLAPP_PARAM_INT, "8", 1, 4096, NULL, "streams processed side by side (B)"},
+    {"queue", CLAPP_PARAM_INT, "4", 1, 64, NULL, "blocks decoded ahead of compute"},
+    {"mode", CLAPP_PARAM_ENUM, "stream", 0, 0, "stream|window",
+     "stream: whole files in order; window: one random block-long window per file and epoch"},
+    {"window_align", CLAPP_PARAM_INT, "160", 1, 1000000, NULL,
+     "window mode: window starts are multiples of this (and at least this)"},
+    {"label_rate", CLAPP_PARAM_FLOAT, "100", 0, 1e6, NULL,
+     "frame labels per second made from .phn alignments (0: none)"},
+    {"width", CLAPP_PARAM_INT, "64", 1, 16384, NULL, "video frame width after scaling"},
+    {"height", CLAPP_PARAM_INT, "64", 1, 16384, NULL, "video frame height after scaling"},
+    {"fps", CLAPP_PARAM_FLOAT, "10", 0.01, 1000, NULL, "video frame rate after conversion"},
+    {"color", CLAPP_PARAM_ENUM, "gray", 0, 0, "gray|rgb", "video channels"},
+    {"backend", CLAPP_PARAM_ENUM, "auto", 0, 0, "auto|ffmpeg|sndfile", "audio decoder"},
+    {"shuffle", CLAPP_PARAM_BOOL, "false", 0, 1, NULL, "shuffle the manifest order every epoch"},
+};
+
+const clapp_plugin_desc clapp_builtin_source_desc = {
+    .struct_size = sizeof(clapp_plugin_desc),
+    .id = "source",
+    .version = "1.0.0",
+    .kind = CLAPP_KIND_SOURCE,
+    .help = "decode the manifest's media files into blocks of B lanes (FFmpeg, libsndfile)",
+    .params = source_params,
+    .n_params = (int32_t)(sizeof source_params / sizeof source_params[0]),
+};
+
+static const clapp_param_desc loss_params[] = {
+    {"mode", CLAPP_PARAM_ENUM, "clapp-s", 0, 0, "clapp-s|clapp|hinge-cpc|infonce",
+     "clapp-s: hinge, pos+neg every step; clapp: pos or neg per lane (saccade); "
+     "hinge-cpc: hinge at the top; infonce: CPC/GIM softmax"},
+    {"steps", CLAPP_PARAM_INT, "12", 1, 4096, NULL, "prediction steps K (one W_k each)"},
+    {"negatives", CLAPP_PARAM_INT, "10", 1, 100000, NULL, "negatives per positive (clapp mode uses 1)"},
+    {"window", CLAPP_PARAM_INT, "128", 0, 100000000, NULL,
+     "positives window: pairs come from one random window of this many steps (0: all)"},
+    {"retro", CLAPP_PARAM_BOOL, "false", 0, 1, NULL,
+     "independent W_retro for the context path (no weight transport)"},
+    {"detach_context", CLAPP_PARAM_BOOL, "false", 0, 1, NULL,
+     "no gradient through the context (block_grad variant)"},
+    {"target", CLAPP_PARAM_STRING, "", 0, 0, NULL,
+     "predict the output of this element instead of the input's own future"},
+    {"grad_target", CLAPP_PARAM_BOOL, "true", 0, 1, NULL,
+     "with target=: also update the target element through its target role"},
+};
+
+const clapp_plugin_desc clapp_builtin_loss_desc = {
+    .struct_size = sizeof(clapp_plugin_desc),
+    .id = "clapp",
+    .version = "1.0.0",
+    .kind = CLAPP_KIND_LOSS,
+    .help = "contrastive predictive loss on the module output; local update of the module's layers",
+    .params = loss_params,
+    .n_params = (int32_t)(sizeof loss_params / sizeof loss_params[0]),
+};
+
+const clapp_plugin_desc *const clapp_builtin_descs[] = {
+    &clapp_builtin_source_desc,
+    &clapp_builtin_loss_desc,
+    NULL,
+};

@@ -1,0 +1,445 @@
+/* The graph runtime. */
+#define _GNU_SOURCE
+#include "graph.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void clapp_graph_default_params(clapp_graph_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->learn = 1;
+    p->seed = 1;
+    clapp_optim_default_params(&p->optim);
+}
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A per-element seed: the run seed mixed with the element's position. */
+static uint64_t element_seed(uint64_t seed, int index)
+{
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(index + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static const clapp_param_value *value_of(const clapp_pipe_elem *pe, const char *key)
+{
+    return clapp_param_find(pe->values, pe->desc->n_params, key);
+}
+
+static int alloc_block(clapp_block *b, const clapp_stream_info *info)
+{
+    memset(b, 0, sizeof *b);
+    if (clapp_tensor_alloc_shape(&b->x, info->ndim, info->shape) < 0)
+        return CLAPP_E_NOMEM;
+    b->lanes = (int32_t)info->shape[0];
+    b->lane = calloc((size_t)b->lanes, sizeof *b->lane);
+    if (!b->lane)
+        return CLAPP_E_NOMEM;
+    b->rate = info->rate;
+    return CLAPP_OK;
+}
+
+static void free_block(clapp_block *b)
+{
+    clapp_tensor_free(&b->x);
+    free(b->lane);
+    memset(b, 0, sizeof *b);
+}
+
+/* Feature size per time step of a stream: C (audio) or C*H*W (video). */
+static int64_t step_features(const clapp_stream_info *s)
+{
+    int64_t d = s->shape[1];
+    for (int i = 3; i < s->ndim; i++)
+        d *= s->shape[i];
+    return d;
+}
+
+static int create_loss(clapp_graph *g, int i, char *err, size_t errlen)
+{
+    clapp_node *nd = &g->nodes[i];
+    const clapp_pipe_elem *pe = nd->pe;
+    const char *target = value_of(pe, "target")->s;
+    const clapp_stream_info *cs, *zs;
+    int rc;
+
+    if (nd->producer < 0) {
+        snprintf(err, errlen, "%s '%s': a loss element needs a layer before it", pe->type, pe->name);
+        return CLAPP_E_INVAL;
+    }
+    clapp_loss_default_params(&nd->loss_params);
+    nd->loss_params.mode = (clapp_loss_mode)value_of(pe, "mode")->i;
+    nd->loss_params.steps = (int32_t)value_of(pe, "steps")->i;
+    nd->loss_params.negatives = (int32_t)value_of(pe, "negatives")->i;
+    nd->loss_params.window = (int32_t)value_of(pe, "window")->i;
+    nd->loss_params.retro = (int)value_of(pe, "retro")->i;
+    nd->loss_params.detach_context = (int)value_of(pe, "detach_context")->i;
+    nd->loss_params.grad_target = (int)value_of(pe, "grad_target")->i;
+    nd->loss_params.seed = element_seed(g->p.seed, i);
+
+    nd->target = -1;
+    cs = &g->nodes[nd->producer].out_info;
+    zs = cs;
+    if (target && *target) {
+        int t = clapp_pipeline_find(g->pd, target);
+        if (t < 0 || t >= i) {
+            snprintf(err, errlen, "%s '%s': target=%s is not an element before it", pe->type,
+                     pe->name, target);
+            return CLAPP_E_INVAL;
+        }
+        if (g->nodes[t].kind != CLAPP_KIND_LAYER) {
+            snprintf(err, errlen, "%s '%s': target=%s is not a layer", pe->type, pe->name, target);
+            return CLAPP_E_INVAL;
+        }
+        nd->target = t;
+        zs = &g->nodes[t].out_info;
+        if (zs->shape[2] != cs->shape[2] || zs->rate != cs->rate) {
+            snprintf(err, errlen, "%s '%s': target=%s runs at %g steps/s (%lld per block) but the "
+                     "context at %g (%lld); they must share the time axis", pe->type, pe->name,
+                     target, zs->rate, (long long)zs->shape[2], cs->rate, (long long)cs->shape[2]);
+            return CLAPP_E_SHAPE;
+        }
+    }
+    rc = clapp_loss_create(&nd->loss, &nd->loss_params, step_features(zs), step_features(cs),
+                           (int32_t)cs->shape[0], cs->shape[2], g->host, pe->name);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s '%s': cannot create the loss (status %d)", pe->type, pe->name, rc);
+        return rc;
+    }
+    return clapp_loss_tensors(nd->loss, &nd->tensors, &nd->n_tensors);
+}
+
+static int create_plugin(clapp_graph *g, int i, const clapp_stream_info *in, char *err,
+                         size_t errlen)
+{
+    clapp_node *nd = &g->nodes[i];
+    const clapp_pipe_elem *pe = nd->pe;
+    clapp_create_info ci;
+    int rc;
+
+    memset(&ci, 0, sizeof ci);
+    ci.struct_size = sizeof ci;
+    ci.host = g->host;
+    ci.instance_name = pe->name;
+    ci.values = pe->values;
+    ci.n_values = pe->desc->n_params;
+    ci.seed = element_seed(g->p.seed, i);
+    rc = nd->desc->create(&ci, &nd->inst);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s '%s': create failed (status %d; see the log above)", pe->type,
+                 pe->name, rc);
+        return rc;
+    }
+    rc = nd->desc->configure(nd->inst, in, nd->kind == CLAPP_KIND_LAYER ? &nd->out_info : NULL);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s '%s': cannot take its input [%lld x %lld x %lld%s] "
+                 "(status %d; see the log above)", pe->type, pe->name, (long long)in->shape[0],
+                 (long long)in->shape[1], (long long)in->shape[2], in->ndim > 3 ? " x ..." : "", rc);
+        return rc;
+    }
+    if (nd->kind != CLAPP_KIND_LAYER) {
+        nd->out_info = *in;
+    } else {
+        if (nd->out_info.ndim < 3 || nd->out_info.shape[0] != in->shape[0]) {
+            snprintf(err, errlen, "%s '%s': configure gave a bad output shape", pe->type, pe->name);
+            return CLAPP_E_SHAPE;
+        }
+        rc = alloc_block(&nd->out, &nd->out_info);
+        if (rc < 0)
+            return rc;
+    }
+    if (nd->desc->tensors) {
+        rc = nd->desc->tensors(nd->inst, &nd->tensors, &nd->n_tensors);
+        if (rc < 0)
+            return rc;
+    }
+    if (nd->desc->set_mode) {
+        rc = nd->desc->set_mode(nd->inst, g->p.learn && nd->learn ? CLAPP_MODE_LEARN
+                                                                   : CLAPP_MODE_FROZEN);
+        if (rc < 0)
+            return rc;
+    }
+    return CLAPP_OK;
+}
+
+int clapp_graph_create(clapp_graph *g, clapp_pipeline_desc *pd, const clapp_stream_info *source,
+                       const clapp_graph_params *p, const clapp_host *host, char *err,
+                       size_t errlen)
+{
+    int rc = CLAPP_OK, producer = -1, module_prev = -1;
+    const clapp_stream_info *cur = source;
+
+    memset(g, 0, sizeof *g);
+    g->p = *p;
+    g->host = host;
+    g->pd = pd;
+    g->source_info = *source;
+    clapp_optim_init(&g->optim, &p->optim);
+    if (pd->n < 1 || !pd->elems[0].desc || pd->elems[0].desc->kind != CLAPP_KIND_SOURCE) {
+        snprintf(err, errlen, "%s: a pipeline starts with a source element", pd->file);
+        return CLAPP_E_INVAL;
+    }
+    g->nodes = calloc((size_t)pd->n, sizeof *g->nodes);
+    if (!g->nodes)
+        return CLAPP_E_NOMEM;
+    g->n = pd->n;
+    g->nodes[0].pe = &pd->elems[0];
+    g->nodes[0].desc = pd->elems[0].desc;
+    g->nodes[0].kind = CLAPP_KIND_SOURCE;
+    g->nodes[0].producer = -1;
+    g->nodes[0].out_info = *source;
+
+    for (int i = 1; i < pd->n; i++) {
+        clapp_node *nd = &g->nodes[i];
+        nd->pe = &pd->elems[i];
+        nd->desc = nd->pe->desc;
+        nd->kind = nd->desc->kind;
+        nd->producer = producer;
+        nd->prev_in_module = -1;
+        nd->learn = nd->pe->learn;
+        nd->lr = nd->pe->lr;
+        switch (nd->kind) {
+        case CLAPP_KIND_SOURCE:
+            snprintf(err, errlen, "%s:%d: only the first element may be a source", pd->file,
+                     nd->pe->line);
+            rc = CLAPP_E_INVAL;
+            goto fail;
+        case CLAPP_KIND_LOSS:
+            rc = create_loss(g, i, err, errlen);
+            if (rc < 0)
+                goto fail;
+            nd->out_info = *cur;
+            module_prev = -1;   /* the next layer starts a new module */
+            break;
+        case CLAPP_KIND_LAYER:
+            nd->prev_in_module = module_prev;
+            rc = create_plugin(g, i, cur, err, errlen);
+            if (rc < 0)
+                goto fail;
+            if (g->p.learn) {
+                nd->grad.ndim = nd->out_info.ndim;
+                memcpy(nd->grad.shape, nd->out_info.shape, sizeof nd->grad.shape);
+                if (clapp_tensor_alloc(&nd->grad) < 0) {
+                    rc = CLAPP_E_NOMEM;
+                    goto fail;
+                }
+            }
+            producer = i;
+            module_prev = i;
+            break;
+        case CLAPP_KIND_SINK:
+            rc = create_plugin(g, i, cur, err, errlen);
+            if (rc < 0)
+                goto fail;
+            break;
+        }
+        cur = &nd->out_info;
+    }
+
+    /* Everything that learns goes to the optimizer, in graph order. */
+    if (g->p.learn) {
+        for (int i = 1; i < g->n; i++) {
+            clapp_node *nd = &g->nodes[i];
+            if (!nd->learn)
+                continue;
+            for (int32_t t = 0; t < nd->n_tensors; t++) {
+                if (!nd->tensors[t].grad)
+                    continue;
+                rc = clapp_optim_add(&g->optim, nd->pe->name, &nd->tensors[t], nd->lr);
+                if (rc < 0)
+                    goto fail;
+            }
+        }
+    }
+    return CLAPP_OK;
+fail:
+    if (!*err)
+        snprintf(err, errlen, "%s: cannot build the graph (status %d)", pd->file, rc);
+    return rc;
+}
+
+/* Back-propagate node `i`'s grad through its module, down to the module's first layer. */
+static int module_backward(clapp_graph *g, int i, char *err, size_t errlen)
+{
+    while (i >= 0) {
+        clapp_node *nd = &g->nodes[i];
+        clapp_tensor *grad_in = NULL;
+        int prev = nd->prev_in_module;
+        int rc;
+        double t0 = now_seconds();
+        /* A frozen layer (learn=false) runs without what backward needs, so
+         * it also stops the gradient for the layers below it in its module. */
+        if (!nd->learn)
+            return CLAPP_OK;
+        if (prev >= 0 && g->nodes[prev].learn)
+            grad_in = &g->nodes[prev].grad;
+        else
+            prev = -1;
+        rc = nd->desc->backward(nd->inst, &nd->grad, grad_in);
+        if (rc < 0) {
+            snprintf(err, errlen, "%s '%s': backward failed (status %d)", nd->pe->type,
+                     nd->pe->name, rc);
+            return rc;
+        }
+        nd->seconds += now_seconds() - t0;
+        i = prev;
+    }
+    return CLAPP_OK;
+}
+
+/* Zero the grads of the layers of the module that ends at layer i. */
+static void module_zero_grad(clapp_graph *g, int i)
+{
+    for (; i >= 0; i = g->nodes[i].prev_in_module)
+        clapp_tensor_zero(&g->nodes[i].grad);
+}
+
+static int run_loss(clapp_graph *g, int i, char *err, size_t errlen)
+{
+    clapp_node *nd = &g->nodes[i];
+    clapp_node *cp = &g->nodes[nd->producer];
+    clapp_node *tp = nd->target >= 0 ? &g->nodes[nd->target] : NULL;
+    clapp_tensor *grad_c = NULL, *grad_z = NULL;
+    int rc;
+    double t0 = now_seconds();
+
+    /* End to end (CPC): the target may sit inside the context's module;
+     * then one backward pass from the context carries both terms. */
+    int target_in_module = 0;
+    for (int j = nd->producer; tp && j >= 0; j = g->nodes[j].prev_in_module)
+        if (j == nd->target)
+            target_in_module = 1;
+    if (cp->learn) {
+        module_zero_grad(g, nd->producer);
+        grad_c = &cp->grad;
+    }
+    if (tp && tp->learn && nd->loss_params.grad_target) {
+        if (!target_in_module)
+            module_zero_grad(g, nd->target);
+        grad_z = &tp->grad;
+    }
+    if (!tp)
+        grad_z = grad_c;
+    rc = clapp_loss_compute(nd->loss, tp ? &tp->out : &cp->out, &cp->out, grad_z, grad_c,
+                            &nd->last);
+    nd->seconds += now_seconds() - t0;
+    if (rc < 0) {
+        snprintf(err, errlen, "%s '%s': loss failed (status %d)", nd->pe->type, nd->pe->name, rc);
+        return rc;
+    }
+    if (nd->last.pairs > 0) {
+        nd->loss_sum += nd->last.loss;
+        nd->loss_count++;
+    }
+    if (grad_c) {
+        rc = module_backward(g, nd->producer, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+    if (tp && grad_z && !(target_in_module && grad_c))
+        rc = module_backward(g, nd->target, err, errlen);
+    return rc;
+}
+
+int clapp_graph_process(clapp_graph *g, const clapp_block *blk, char *err, size_t errlen)
+{
+    const clapp_block *cur = blk;
+    int rc;
+
+    for (int i = 1; i < g->n; i++) {
+        clapp_node *nd = &g->nodes[i];
+        double t0;
+        nd->in = cur;
+        switch (nd->kind) {
+        case CLAPP_KIND_LAYER:
+            t0 = now_seconds();
+            memcpy(nd->out.lane, cur->lane, (size_t)cur->lanes * sizeof *cur->lane);
+            nd->out.label_rate = cur->label_rate;
+            rc = nd->desc->forward(nd->inst, cur, &nd->out);
+            nd->seconds += now_seconds() - t0;
+            if (rc < 0) {
+                snprintf(err, errlen, "%s '%s': forward failed (status %d)", nd->pe->type,
+                         nd->pe->name, rc);
+                return rc;
+            }
+            cur = &nd->out;
+            break;
+        case CLAPP_KIND_SINK:
+            t0 = now_seconds();
+            rc = nd->desc->forward(nd->inst, cur, NULL);
+            nd->seconds += now_seconds() - t0;
+            if (rc < 0) {
+                snprintf(err, errlen, "%s '%s': failed (status %d)", nd->pe->type, nd->pe->name,
+                         rc);
+                return rc;
+            }
+            break;
+        case CLAPP_KIND_LOSS:
+            if (g->p.learn) {
+                rc = run_loss(g, i, err, errlen);
+                if (rc < 0)
+                    return rc;
+            }
+            break;
+        case CLAPP_KIND_SOURCE:
+            break;
+        }
+    }
+    if (g->p.learn)
+        clapp_optim_step(&g->optim);
+    g->blocks++;
+    return CLAPP_OK;
+}
+
+int clapp_graph_finish(clapp_graph *g, char *err, size_t errlen)
+{
+    int status = CLAPP_OK;
+    for (int i = 1; i < g->n; i++) {
+        clapp_node *nd = &g->nodes[i];
+        if (nd->inst && nd->desc->finish) {
+            int rc = nd->desc->finish(nd->inst);
+            if (rc < 0 && status == CLAPP_OK) {
+                snprintf(err, errlen, "%s '%s': finish failed (status %d)", nd->pe->type,
+                         nd->pe->name, rc);
+                status = rc;
+            }
+        }
+    }
+    return status;
+}
+
+const clapp_block *clapp_graph_output(const clapp_graph *g, int i)
+{
+    if (i <= 0 || i >= g->n)
+        return g->nodes ? g->nodes[1 < g->n ? 1 : 0].in : NULL;
+    if (g->nodes[i].kind == CLAPP_KIND_LAYER)
+        return &g->nodes[i].out;
+    return g->nodes[i].in;
+}
+
+void clapp_graph_destroy(clapp_graph *g)
+{
+    if (!g)
+        return;
+    for (int i = 0; g->nodes && i < g->n; i++) {
+        clapp_node *nd = &g->nodes[i];
+        if (nd->inst && nd->desc && nd->desc->destroy)
+            nd->desc->destroy(nd->inst);
+        clapp_loss_destroy(nd->loss);
+        free_block(&nd->out);
+        clapp_tensor_free(&nd->grad);
+    }
+    free(g->nodes);
+    clapp_optim_free(&g->optim);
+    memset(g, 0, sizeof *g);
+}

@@ -1,0 +1,90 @@
+/* clapp core — the graph runtime: a resolved pipeline made into live
+ * elements, driven block by block.
+ *
+ * The pipeline is a chain: source ! e1 ! e2 ! ... Every element's output
+ * feeds the next one. Layers produce a new stream; loss elements and sinks
+ * pass their input through unchanged.
+ *
+ * Learning (clapp_graph_params.learn): for each block, every element runs
+ * forward in order. When a loss element is reached it computes its gradient
+ * with respect to its module's output (and, with target=, the target
+ * element's output), and the gradient flows back through the module's layers
+ * only: a module is the run of layers between two loss elements, so nothing
+ * crosses a loss element (GIM). After the last element, the optimizer steps
+ * every learning tensor once. Frozen (learn = 0): loss elements are skipped.
+ */
+#ifndef CLAPP_CORE_GRAPH_H
+#define CLAPP_CORE_GRAPH_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "clapp/plugin.h"
+#include "loss.h"
+#include "optim.h"
+#include "pipeline.h"
+#include "registry.h"
+
+typedef struct clapp_graph_params {
+    int                learn;    /* 1: train; 0: frozen inference */
+    uint64_t           seed;
+    clapp_optim_params optim;
+} clapp_graph_params;
+
+void clapp_graph_default_params(clapp_graph_params *p);
+
+typedef struct clapp_node {
+    const clapp_pipe_elem   *pe;          /* name, type, values */
+    const clapp_plugin_desc *desc;
+    clapp_plugin_kind        kind;
+    void                    *inst;        /* plugin instance (layers, sinks) */
+    clapp_loss              *loss;        /* loss elements */
+    clapp_loss_params        loss_params;
+    int                      producer;    /* layer whose output this element sees (-1: the source) */
+    int                      target;      /* loss with target=: producer of the target stream */
+    int                      prev_in_module; /* layer: previous layer of the same module, or -1 */
+    int                      learn;       /* element and its parameters learn */
+    double                   lr;
+    clapp_stream_info        out_info;    /* stream after this element */
+    clapp_block              out;         /* layers: their own output block */
+    const clapp_block       *in;          /* input of the current block */
+    clapp_tensor             grad;        /* layers: dLoss/d(output) of the current loss */
+    const clapp_named_tensor *tensors;
+    int32_t                  n_tensors;
+    /* statistics */
+    clapp_loss_stats         last;
+    double                   loss_sum;
+    int64_t                  loss_count;
+    double                   seconds;     /* time spent in this element */
+} clapp_node;
+
+typedef struct clapp_graph {
+    clapp_graph_params   p;
+    const clapp_host    *host;
+    clapp_pipeline_desc *pd;        /* borrowed */
+    clapp_node          *nodes;     /* pd->n entries; nodes[0] is the source */
+    int                  n;
+    clapp_optim          optim;
+    clapp_stream_info    source_info;
+    int64_t              blocks;
+} clapp_graph;
+
+/* Build live elements for a resolved pipeline whose first element is the
+ * source, given the stream the source produces. Returns 0 or CLAPP_E_* with
+ * err naming the element and the cause. destroy is safe after a failure. */
+int  clapp_graph_create(clapp_graph *g, clapp_pipeline_desc *pd, const clapp_stream_info *source,
+                        const clapp_graph_params *p, const clapp_host *host, char *err,
+                        size_t errlen);
+
+/* Run one block through every element (and learn, if learning). */
+int  clapp_graph_process(clapp_graph *g, const clapp_block *blk, char *err, size_t errlen);
+
+/* Call finish on every sink. */
+int  clapp_graph_finish(clapp_graph *g, char *err, size_t errlen);
+
+/* The block after node i (the source block for i == 0). */
+const clapp_block *clapp_graph_output(const clapp_graph *g, int i);
+
+void clapp_graph_destroy(clapp_graph *g);
+
+#endif

@@ -1,0 +1,41 @@
+/* clapp — command-line entry: dispatch to the subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: clapp COMMAND [ARGS]\n"
+            "\n"
+            "commands:\n"
+            "  inspect [ELEMENT]            list elements, or one element's parameters\n"
+            "  run PIPE --data MANIFEST     run a pipeline over the files of a manifest (no learning)\n"
+            "  run PIPE --dump-graph        print the resolved pipeline with every default\n"
+            "\n"
+            "'clapp COMMAND --help' describes a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("clapp 0.1.0 (plugin ABI %d.%d)\n", CLAPP_ABI_MAJOR, CLAPP_ABI_MINOR);
+        return CLI_OK;
+    }
+    if (!strcmp(argv[1], "inspect"))
+        return cli_inspect(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "run"))
+        return cli_run(argc - 1, argv + 1);
+    fprintf(stderr, "clapp: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return CLI_USAGE;
+}

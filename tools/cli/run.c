@@ -1,0 +1,38 @@
+/* clapp run PIPE --data MANIFEST: stream the files through the pipeline,
+ * learning off; or --dump-graph: print the resolved pipeline. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "session.h"
+
+static void run_usage(void)
+{
+    printf("usage: clapp run PIPE --data MANIFEST [--set NAME.KEY=VALUE]... [--epochs N] [--seed S] [-q|-v]\n"
+           "       clapp run PIPE --dump-graph [--set NAME.KEY=VALUE]...\n"
+           "Runs the pipeline over every file of the manifest with learning off (sinks such as\n"
+           "'features' see the stream). Exit status: 0 all files processed; 1 some files could not\n"
+           "be read or the run failed; 2 bad command line, pipeline text or manifest.\n");
+}
+
+int cli_run(int argc, char **argv)
+{
+    cli_options o;
+    cli_session s;
+    int help = 0, status;
+
+    status = cli_options_parse(&o, argc, argv, &help);
+    if (status != CLI_OK || help) {
+        if (help)
+            run_usage();
+        free(o.sets);
+        return status;
+    }
+    status = cli_session_open(&s, &o, 0);
+    if (status == CLI_OK && o.dump_graph)
+        clapp_pipeline_dump(&s.pd, stdout);
+    else if (status == CLI_OK)
+        status = cli_session_run(&s, &o);
+    cli_session_close(&s);
+    free(o.sets);
+    return status;
+}

@@ -1,0 +1,226 @@
+/* Setting up and streaming a pipeline over a manifest. */
+#include "session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
+{
+    memset(o, 0, sizeof *o);
+    o->epochs = 1;
+    o->seed = 1;
+    o->verbosity = 1;
+    o->lr = -1;
+    *help = 0;
+    o->sets = calloc((size_t)argc + 1, sizeof *o->sets);
+    if (!o->sets)
+        return CLI_FAILED;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            *help = 1;
+            return CLI_OK;
+        } else if (!strcmp(a, "--dump-graph")) {
+            o->dump_graph = 1;
+        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
+            o->verbosity = 0;
+        } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
+            o->verbosity = 2;
+        } else if (!strcmp(a, "--data") || !strcmp(a, "--set") || !strcmp(a, "--epochs") ||
+                   !strcmp(a, "--seed") || !strcmp(a, "--lr")) {
+            char *end = NULL;
+            if (!v) {
+                fprintf(stderr, "clapp: error: %s needs a value\n", a);
+                return CLI_USAGE;
+            }
+            i++;
+            if (!strcmp(a, "--data")) {
+                o->data = v;
+            } else if (!strcmp(a, "--set")) {
+                o->sets[o->n_sets++] = (char *)v;
+            } else if (!strcmp(a, "--epochs")) {
+                long e = strtol(v, &end, 10);
+                if (*end || e < 1 || e > 1000000) {
+                    fprintf(stderr, "clapp: error: --epochs %s: expected an integer in [1, 1000000]\n", v);
+                    return CLI_USAGE;
+                }
+                o->epochs = (int)e;
+            } else if (!strcmp(a, "--seed")) {
+                unsigned long long s = strtoull(v, &end, 10);
+                if (*end || !*v) {
+                    fprintf(stderr, "clapp: error: --seed %s: expected a non-negative integer\n", v);
+                    return CLI_USAGE;
+                }
+                o->seed = s;
+            } else {
+                double lr = strtod(v, &end);
+                if (*end || !(lr >= 0)) {
+                    fprintf(stderr, "clapp: error: --lr %s: expected a number >= 0\n", v);
+                    return CLI_USAGE;
+                }
+                o->lr = lr;
+            }
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "clapp: error: unknown option '%s'\n", a);
+            return CLI_USAGE;
+        } else if (!o->pipe) {
+            o->pipe = a;
+        } else {
+            fprintf(stderr, "clapp: error: unexpected argument '%s'\n", a);
+            return CLI_USAGE;
+        }
+    }
+    if (!o->pipe) {
+        fprintf(stderr, "clapp: error: no pipeline file given\n");
+        return CLI_USAGE;
+    }
+    return CLI_OK;
+}
+
+static const clapp_param_value *src_value(const clapp_pipe_elem *pe, const char *key)
+{
+    return clapp_param_find(pe->values, pe->desc->n_params, key);
+}
+
+static void source_params_from(clapp_source_params *sp, const clapp_pipe_elem *pe,
+                               const cli_options *o)
+{
+    clapp_source_default_params(sp);
+    sp->decode.kind = src_value(pe, "kind")->i ? CLAPP_MEDIA_VIDEO : CLAPP_MEDIA_AUDIO;
+    sp->decode.backend = (clapp_decode_backend)src_value(pe, "backend")->i;
+    sp->decode.rate = (int)src_value(pe, "rate")->i;
+    sp->decode.width = (int)src_value(pe, "width")->i;
+    sp->decode.height = (int)src_value(pe, "height")->i;
+    sp->decode.fps = src_value(pe, "fps")->f;
+    sp->decode.channels = src_value(pe, "color")->i ? 3 : 1;
+    sp->lanes = (int32_t)src_value(pe, "lanes")->i;
+    sp->block = src_value(pe, "block")->i;
+    sp->queue = (int32_t)src_value(pe, "queue")->i;
+    sp->mode = src_value(pe, "mode")->i ? CLAPP_SOURCE_WINDOW : CLAPP_SOURCE_STREAM;
+    sp->window_align = src_value(pe, "window_align")->i;
+    sp->label_rate = src_value(pe, "label_rate")->f;
+    sp->shuffle = (int)src_value(pe, "shuffle")->i;
+    sp->seed = o->seed;
+    sp->epochs = o->epochs;
+}
+
+int cli_session_open(cli_session *s, const cli_options *o, int learn)
+{
+    char err[2048] = "";
+    clapp_source_params sp;
+    clapp_stream_info info;
+    clapp_graph_params gp;
+    int rc;
+
+    memset(s, 0, sizeof *s);
+    cli_host_init(&s->host, o->verbosity);
+    if (clapp_registry_init_default(&s->reg, &s->host) < 0) {
+        fprintf(stderr, "clapp: error: cannot set up the element registry\n");
+        return CLI_FAILED;
+    }
+    rc = cli_pipeline_load(&s->pd, o->pipe, o->sets, o->n_sets, &s->reg);
+    if (rc != CLI_OK)
+        return rc;
+    if (s->pd.n < 1 || s->pd.elems[0].desc->kind != CLAPP_KIND_SOURCE) {
+        fprintf(stderr, "clapp: error: %s:%d:%d: a pipeline starts with 'source'\n", s->pd.file,
+                s->pd.n ? s->pd.elems[0].line : 1, s->pd.n ? s->pd.elems[0].col : 1);
+        return CLI_USAGE;
+    }
+    if (o->dump_graph)
+        return CLI_OK;
+    if (!o->data) {
+        fprintf(stderr, "clapp: error: no data: give --data MANIFEST\n");
+        return CLI_USAGE;
+    }
+    if (clapp_manifest_load(&s->manifest, o->data, err, sizeof err) < 0) {
+        fprintf(stderr, "clapp: error: %s\n", err);
+        return CLI_USAGE;
+    }
+    clapp_labelset_init_cmu41(&s->labels);
+    source_params_from(&sp, &s->pd.elems[0], o);
+    rc = clapp_source_create(&s->src, &sp, &s->manifest, &s->labels, &s->host);
+    if (rc < 0) {
+        fprintf(stderr, "clapp: error: %s: cannot set up the source (status %d)\n", o->data, rc);
+        return CLI_FAILED;
+    }
+    clapp_source_info(s->src, &info);
+    clapp_graph_default_params(&gp);
+    gp.learn = learn;
+    gp.seed = o->seed;
+    if (o->lr >= 0)
+        gp.optim.lr = o->lr;
+    rc = clapp_graph_create(&s->graph, &s->pd, &info, &gp, &s->host, err, sizeof err);
+    s->have_graph = 1;
+    if (rc < 0) {
+        fprintf(stderr, "clapp: error: %s\n", err);
+        return rc == CLAPP_E_NOMEM ? CLI_FAILED : CLI_USAGE;
+    }
+    return CLI_OK;
+}
+
+int cli_session_run(cli_session *s, const cli_options *o)
+{
+    char err[2048] = "";
+    const clapp_block *blk;
+    struct timespec t0, t1;
+    int64_t steps = 0;
+    int rc, status = CLI_OK;
+    double secs;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rc = clapp_source_start(s->src);
+    if (rc < 0) {
+        fprintf(stderr, "clapp: error: cannot start decoding (status %d)\n", rc);
+        return CLI_FAILED;
+    }
+    while ((rc = clapp_source_next(s->src, &blk)) > 0) {
+        for (int32_t b = 0; b < blk->lanes; b++)
+            steps += blk->lane[b].len;
+        rc = clapp_graph_process(&s->graph, blk, err, sizeof err);
+        if (rc < 0) {
+            fprintf(stderr, "clapp: error: %s\n", err);
+            status = CLI_FAILED;
+            break;
+        }
+    }
+    if (rc < 0 && status == CLI_OK) {
+        fprintf(stderr, "clapp: error: the source failed (status %d)\n", rc);
+        status = CLI_FAILED;
+    }
+    if (clapp_graph_finish(&s->graph, err, sizeof err) < 0) {
+        fprintf(stderr, "clapp: error: %s\n", err);
+        status = CLI_FAILED;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    {
+        int32_t failed = clapp_source_failed_count(s->src);
+        int32_t done = clapp_source_done_count(s->src);
+        double rate = s->graph.source_info.rate;
+        if (o->verbosity > 0)
+            fprintf(stderr, "clapp: %d file(s) processed, %d failed; %lld blocks, %.1f s of media "
+                    "in %.2f s (%.1fx real time)\n", done, failed, (long long)s->graph.blocks,
+                    rate > 0 ? (double)steps / rate : 0.0, secs,
+                    secs > 0 && rate > 0 ? (double)steps / rate / secs : 0.0);
+        if (failed > 0 && status == CLI_OK) {
+            fprintf(stderr, "clapp: error: %d of %d file(s) could not be read (see above)\n",
+                    failed, done + failed);
+            status = CLI_FAILED;
+        }
+    }
+    return status;
+}
+
+void cli_session_close(cli_session *s)
+{
+    if (s->have_graph)
+        clapp_graph_destroy(&s->graph);
+    clapp_source_destroy(s->src);
+    clapp_labelset_free(&s->labels);
+    clapp_manifest_free(&s->manifest);
+    clapp_pipeline_free(&s->pd);
+    clapp_registry_free(&s->reg);
+}
