@@ -13,6 +13,7 @@ static void usage(FILE *f)
             "  inspect [ELEMENT]            list elements, or one element's parameters\n"
             "  run PIPE --data MANIFEST     run a pipeline over the files of a manifest (no learning)\n"
             "  run PIPE --dump-graph        print the resolved pipeline with every default\n"
+            "  train PIPE --data MANIFEST   learn online over the manifest (JSONL metrics)\n"
             "\n"
             "'clapp COMMAND --help' describes a command.\n");
 }
@@ -35,6 +36,8 @@ int main(int argc, char **argv)
         return cli_inspect(argc - 1, argv + 1);
     if (!strcmp(argv[1], "run"))
         return cli_run(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "train"))
+        return cli_train(argc - 1, argv + 1);
     fprintf(stderr, "clapp: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return CLI_USAGE;

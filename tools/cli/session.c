@@ -30,7 +30,7 @@ int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
         } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
             o->verbosity = 2;
         } else if (!strcmp(a, "--data") || !strcmp(a, "--set") || !strcmp(a, "--epochs") ||
-                   !strcmp(a, "--seed") || !strcmp(a, "--lr")) {
+                   !strcmp(a, "--seed") || !strcmp(a, "--lr") || !strcmp(a, "--metrics")) {
             char *end = NULL;
             if (!v) {
                 fprintf(stderr, "clapp: error: %s needs a value\n", a);
@@ -39,6 +39,8 @@ int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
             i++;
             if (!strcmp(a, "--data")) {
                 o->data = v;
+            } else if (!strcmp(a, "--metrics")) {
+                o->metrics = v;
             } else if (!strcmp(a, "--set")) {
                 o->sets[o->n_sets++] = (char *)v;
             } else if (!strcmp(a, "--epochs")) {
@@ -161,6 +163,82 @@ int cli_session_open(cli_session *s, const cli_options *o, int learn)
     return CLI_OK;
 }
 
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+/* One JSON line per block: loss of every loss element and throughput. */
+static void emit_block_metrics(cli_session *s, const clapp_block *blk, double secs, int64_t steps)
+{
+    const clapp_graph *g = &s->graph;
+    int64_t windows = 0;
+    int first = 1;
+    for (int32_t b = 0; b < blk->lanes; b++)
+        windows += blk->lane[b].len > 0;
+    fprintf(s->metrics, "{\"event\":\"block\",\"block\":%lld,\"seconds\":%.3f,\"lanes_active\":%lld,"
+            "\"media_seconds\":%.3f,\"loss\":{", (long long)g->blocks, secs, (long long)windows,
+            g->source_info.rate > 0 ? (double)steps / g->source_info.rate : 0.0);
+    for (int i = 1; i < g->n; i++) {
+        const clapp_node *nd = &g->nodes[i];
+        if (nd->kind != CLAPP_KIND_LOSS)
+            continue;
+        if (nd->last.pairs > 0)
+            fprintf(s->metrics, "%s\"%s\":%.6g", first ? "" : ",", nd->pe->name, nd->last.loss);
+        else
+            fprintf(s->metrics, "%s\"%s\":null", first ? "" : ",", nd->pe->name);
+        first = 0;
+    }
+    fprintf(s->metrics, "}}\n");
+    fflush(s->metrics);
+}
+
+/* The closing line: mean loss per element over the run, time share per element. */
+static void emit_summary(cli_session *s, double secs, int64_t steps)
+{
+    const clapp_graph *g = &s->graph;
+    double total = 0;
+    int first = 1;
+    for (int i = 1; i < g->n; i++)
+        total += g->nodes[i].seconds;
+    fprintf(s->metrics, "{\"event\":\"summary\",\"blocks\":%lld,\"seconds\":%.3f,"
+            "\"media_seconds_per_second\":%.3f,\"mean_loss\":{", (long long)g->blocks, secs,
+            secs > 0 && g->source_info.rate > 0 ? (double)steps / g->source_info.rate / secs : 0.0);
+    for (int i = 1; i < g->n; i++) {
+        const clapp_node *nd = &g->nodes[i];
+        if (nd->kind != CLAPP_KIND_LOSS)
+            continue;
+        if (nd->loss_count)
+            fprintf(s->metrics, "%s\"%s\":%.6g", first ? "" : ",", nd->pe->name,
+                    nd->loss_sum / (double)nd->loss_count);
+        else
+            fprintf(s->metrics, "%s\"%s\":null", first ? "" : ",", nd->pe->name);
+        first = 0;
+    }
+    fprintf(s->metrics, "},\"time_share\":{");
+    for (int i = 1; i < g->n; i++)
+        fprintf(s->metrics, "%s\"%s\":%.4f", i > 1 ? "," : "", g->nodes[i].pe->name,
+                total > 0 ? g->nodes[i].seconds / total : 0.0);
+    fprintf(s->metrics, "}}\n");
+    fflush(s->metrics);
+}
+
+static void show_progress(cli_session *s, double secs, int64_t steps)
+{
+    const clapp_graph *g = &s->graph;
+    fprintf(stderr, "\rblock %lld  %.1f s media  %.1fx real time", (long long)g->blocks,
+            g->source_info.rate > 0 ? (double)steps / g->source_info.rate : 0.0,
+            secs > 0 && g->source_info.rate > 0 ? (double)steps / g->source_info.rate / secs : 0.0);
+    for (int i = 1; i < g->n; i++)
+        if (g->nodes[i].kind == CLAPP_KIND_LOSS && g->nodes[i].loss_count)
+            fprintf(stderr, "  %s %.4f", g->nodes[i].pe->name,
+                    g->nodes[i].loss_sum / (double)g->nodes[i].loss_count);
+    fprintf(stderr, "   ");
+    fflush(stderr);
+}
+
 int cli_session_run(cli_session *s, const cli_options *o)
 {
     char err[2048] = "";
@@ -185,7 +263,13 @@ int cli_session_run(cli_session *s, const cli_options *o)
             status = CLI_FAILED;
             break;
         }
+        if (s->metrics)
+            emit_block_metrics(s, blk, seconds_since(&t0), steps);
+        if (s->progress && s->graph.blocks % 4 == 0)
+            show_progress(s, seconds_since(&t0), steps);
     }
+    if (s->progress)
+        fprintf(stderr, "\n");
     if (rc < 0 && status == CLI_OK) {
         fprintf(stderr, "clapp: error: the source failed (status %d)\n", rc);
         status = CLI_FAILED;
@@ -196,6 +280,8 @@ int cli_session_run(cli_session *s, const cli_options *o)
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    if (s->metrics)
+        emit_summary(s, secs, steps);
     {
         int32_t failed = clapp_source_failed_count(s->src);
         int32_t done = clapp_source_done_count(s->src);
@@ -216,6 +302,8 @@ int cli_session_run(cli_session *s, const cli_options *o)
 
 void cli_session_close(cli_session *s)
 {
+    if (s->metrics && s->metrics != stdout)
+        fclose(s->metrics);
     if (s->have_graph)
         clapp_graph_destroy(&s->graph);
     clapp_source_destroy(s->src);

@@ -18,6 +18,7 @@ typedef struct cli_options {
     uint64_t    seed;
     int         verbosity;   /* 0 errors, 1 warnings, 2 info */
     double      lr;
+    const char *metrics;     /* train: JSONL file ("-" or NULL: standard output) */
 } cli_options;
 
 typedef struct cli_session {
@@ -29,6 +30,8 @@ typedef struct cli_session {
     clapp_source       *src;
     clapp_graph         graph;
     int                 have_graph;
+    FILE               *metrics;      /* JSONL per block when learning, or NULL */
+    int                 progress;     /* human progress line on standard error */
 } cli_session;
 
 /* Parse the options shared by run and train. Returns CLI_OK, or CLI_USAGE
