@@ -210,6 +210,11 @@ typedef struct clapp_plugin_desc {
 
     /* [main thread, after the last block] Flush outputs (sinks). NULL: nothing to do. */
     int (*finish)(void *self);
+
+    /* [main thread, between blocks] Write what the element measured as one
+     * JSON object (e.g. a probe's {"accuracy":0.61,"frames":12345}) into
+     * buf, NUL-terminated; CLAPP_E_NOMEM if cap is too small. NULL: nothing. */
+    int (*report)(void *self, char *buf, size_t cap);
 } clapp_plugin_desc;
 
 /* The one exported symbol of a plugin .so. */
