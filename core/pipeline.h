@@ -78,5 +78,9 @@ void clapp_pipeline_free(clapp_pipeline_desc *pd);
  * point into a malloc'd copy stored in *owned (free it after use). */
 int clapp_param_parse(const clapp_param_desc *d, const char *text, clapp_param_value *out,
                       char **owned, char *err, size_t errlen);
+/* Canonical pipeline text of a value (malloc'd; NULL if out of memory):
+ * integers in decimal, floats in the shortest form that reads back exactly,
+ * booleans as true/false, strings and enums as their text (unquoted). */
+char *clapp_param_to_text(const clapp_param_desc *d, const clapp_param_value *v);
 
 #endif
