@@ -4,11 +4,19 @@
  *     element key=value key=value ! element key=value ...
  *   - '#' starts a comment to the end of the line (outside quotes);
  *   - newlines are plain whitespace; a '\' at the end of a line also continues it;
- *   - values may be quoted with '...' or "..." (backslash escapes inside "...");
+ *   - values may be quoted with '...' (literal) or "..." (backslash escapes:
+ *     \n \t \r, and \X for any other X, e.g. \" and \\); an unquoted value is a
+ *     run of characters up to whitespace, '!' or '#'; an empty value must be
+ *     quoted (k="");
+ *   - keys are [A-Za-z_][A-Za-z0-9_]*, element types and names
+ *     [A-Za-z_][A-Za-z0-9_-]* (no '.', so --set NAME.KEY=VALUE is unambiguous);
  *   - host keys, valid on every element of its kind, not in the plugin's table:
  *     name= (all), lr= (float >= 0, LAYER and LOSS), learn= (bool, LAYER and LOSS);
  *   - name=NAME names an element (default: TYPE followed by its ordinal among
- *     elements of that type, from 0: conv1d0, conv1d1, clapp0 ...).
+ *     elements of that type, from 0: conv1d0, conv1d1, clapp0 ...; every
+ *     element of the type counts, named or not). If that default is already an
+ *     explicit name, "_2", "_3", ... is appended until it is unique
+ *     (conv1d2 -> conv1d2_2).
  *
  * Parsing gives a list of elements with raw key=value text and source
  * positions; resolving checks every element type and key against the
@@ -51,7 +59,9 @@ typedef struct clapp_pipeline_desc {
     int              n;
 } clapp_pipeline_desc;
 
-/* Parse text. Returns 0 or CLAPP_E_FORMAT with err = "FILE:LINE:COL: message". */
+/* Parse text (file: the name for messages, NULL = "<string>"). Returns 0 or
+ * CLAPP_E_FORMAT with err = "FILE:LINE:COL: message"; on failure *pd is left
+ * zeroed (nothing to free). Default names are assigned here. */
 int clapp_pipeline_parse(clapp_pipeline_desc *pd, const char *text, const char *file,
                          char *err, size_t errlen);
 /* Read and parse a file (CLAPP_E_IO if unreadable). */
@@ -61,7 +71,10 @@ int clapp_pipeline_parse_file(clapp_pipeline_desc *pd, const char *path, char *e
  * error listing the element names; the key is checked at resolve time. */
 int clapp_pipeline_set(clapp_pipeline_desc *pd, const char *assignment, char *err,
                        size_t errlen);
-/* Check and type everything against the registry. */
+/* Check and type everything against the registry: unknown elements and keys
+ * (CLAPP_E_NOTFOUND, with a "did you mean" and the valid list), bad values
+ * (CLAPP_E_INVAL). Fills desc, values, value_text, lr and learn. May be called
+ * again after more --set; after a failure the description can still be freed. */
 int clapp_pipeline_resolve(clapp_pipeline_desc *pd, const clapp_registry *reg, char *err,
                            size_t errlen);
 /* Index of the element named `name`, or -1. */
@@ -74,7 +87,11 @@ char *clapp_pipeline_to_text(const clapp_pipeline_desc *pd);
 void clapp_pipeline_free(clapp_pipeline_desc *pd);
 
 /* Parse one value for a parameter: 0, or CLAPP_E_INVAL with err naming the
- * key, the expected type or range, or the valid choices. String results
+ * key, the bad text, the expected type or range, or the valid choices
+ * ("kernel=abc: expected an integer in [1, 4096]"). INT: decimal with an
+ * optional k (x1000) or M (x1000000) suffix; FLOAT: strtod, finite; both are
+ * range-checked unless the table gives min == max == 0. BOOL:
+ * true/false/1/0/yes/no/on/off (any case). ENUM: exact choice. String results
  * point into a malloc'd copy stored in *owned (free it after use). */
 int clapp_param_parse(const clapp_param_desc *d, const char *text, clapp_param_value *out,
                       char **owned, char *err, size_t errlen);
