@@ -283,8 +283,11 @@ static int read_value(scanner *sc, const char *key, char **out)
             advance(sc);
             if (e == '\0')
                 continue; /* reported as unterminated on the next turn */
-            if (e == '\n') {
-                advance(sc); /* continuation inside "...": dropped */
+            if (e == '\n' || (e == '\r' && peek(sc, 1) == '\n')) {
+                /* continuation inside "...": dropped */
+                if (e == '\r')
+                    advance(sc);
+                advance(sc);
                 continue;
             }
             c = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e;
@@ -919,10 +922,10 @@ void clapp_pipeline_dump(const clapp_pipeline_desc *pd, FILE *out)
         const clapp_plugin_desc *d = e->desc;
         fprintf(out, "%s%s name=", i ? "! " : "", e->type);
         put_value(out, e->name ? e->name : "");
-        if (d && e->value_text) {
+        if (d) {
             for (int32_t p = 0; p < d->n_params; p++) {
                 fprintf(out, " %s=", d->params[p].name);
-                put_value(out, e->value_text[p] ? e->value_text[p] : "");
+                put_value(out, e->value_text && e->value_text[p] ? e->value_text[p] : "");
             }
             if (has_host_lr(d)) {
                 clapp_param_value v = {.f = e->lr};

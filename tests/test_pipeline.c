@@ -46,6 +46,15 @@ static const clapp_plugin_desc probe_desc = {
     .n_params = (int32_t)(sizeof probe_params / sizeof probe_params[0]),
 };
 
+/* A layer without parameters: only host keys apply. */
+static const clapp_plugin_desc gate_desc = {
+    .struct_size = sizeof(clapp_plugin_desc),
+    .id = "gate",
+    .version = "1.0.0",
+    .kind = CLAPP_KIND_LAYER,
+    .help = "test layer without parameters",
+};
+
 typedef struct fixture {
     clapp_host     host;
     tu_log         log;
@@ -60,7 +69,8 @@ static int setup(void **state)
     tu_host_init(&f->host, &f->log);
     if (clapp_registry_init(&f->reg, &f->host) < 0 ||
         clapp_registry_add(&f->reg, &conv_desc, NULL) < 0 ||
-        clapp_registry_add(&f->reg, &probe_desc, NULL) < 0)
+        clapp_registry_add(&f->reg, &probe_desc, NULL) < 0 ||
+        clapp_registry_add(&f->reg, &gate_desc, NULL) < 0)
         return -1;
     *state = f;
     return 0;
@@ -454,10 +464,10 @@ static void test_resolve_errors(void **state)
     fixture *f = *state;
     expect_resolve_error(f, "source\n! conv1e out=3", NULL, CLAPP_E_NOTFOUND,
                          "t.pipe:2:3: unknown element 'conv1e'; did you mean 'conv1d'? "
-                         "valid elements: clapp, conv1d, probe, source");
+                         "valid elements: clapp, conv1d, gate, probe, source");
     expect_resolve_error(f, "source ! zzzzzzzz", NULL, CLAPP_E_NOTFOUND,
                          "t.pipe:1:10: unknown element 'zzzzzzzz'; valid elements: clapp, conv1d, "
-                         "probe, source");
+                         "gate, probe, source");
     expect_resolve_error(f, "source\n! conv1d name=conv1 out=3\n    kernal=4", NULL,
                          CLAPP_E_NOTFOUND,
                          "t.pipe:3:5: unknown key 'kernal' for conv1d; did you mean 'kernel'? "
@@ -628,6 +638,36 @@ static void test_dump_roundtrip(void **state)
     free(dir);
 }
 
+/* CRLF files, continuations in and out of quotes, and an element with no table. */
+static void test_edge_cases(void **state)
+{
+    fixture *f = *state;
+    clapp_pipeline_desc pd;
+    char err[1024] = "", *text;
+    assert_int_equal(clapp_pipeline_parse(&pd,
+                                          "source \\\r\n  lanes=2\r\n"
+                                          "! gate lr=1e-3 learn=0 # c\r\n"
+                                          "! probe out=\"a\\\r\nb\" every=3\r\n",
+                                          "crlf.pipe", err, sizeof err),
+                     0);
+    assert_int_equal(pd.n, 3);
+    assert_string_equal(pd.elems[0].kv[0].key, "lanes");
+    assert_int_equal(pd.elems[0].kv[0].line, 2);
+    assert_int_equal(pd.elems[0].kv[0].col, 3);
+    assert_string_equal(pd.elems[2].kv[0].value, "ab");
+    assert_int_equal(pd.elems[2].kv[1].line, 5);
+    assert_int_equal(pd.elems[2].kv[1].col, 4);
+    assert_int_equal(clapp_pipeline_resolve(&pd, &f->reg, err, sizeof err), 0);
+    assert_null(pd.elems[1].values);
+    assert_true(pd.elems[1].lr == 1e-3);
+    assert_int_equal(pd.elems[1].learn, 0);
+    text = clapp_pipeline_to_text(&pd);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\n! gate name=gate0 lr=0.001 learn=false\n! probe name=probe0 out=ab every=3\n"));
+    free(text);
+    clapp_pipeline_free(&pd);
+}
+
 static void test_parse_file(void **state)
 {
     fixture *f = *state;
@@ -678,6 +718,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resolve_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dump_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_edge_cases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parse_file, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
