@@ -1,0 +1,466 @@
+/* Safetensors checkpoints of a graph. */
+#define _GNU_SOURCE
+#include "checkpoint.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CKPT_FORMAT "clapp-checkpoint-1"
+#define CKPT_MAX_HEADER (64u << 20)   /* a header larger than this is corrupt */
+
+/* One tensor to write or to fill. */
+typedef struct ckpt_item {
+    char         *name;
+    clapp_tensor *t;
+} ckpt_item;
+
+typedef struct ckpt_list {
+    ckpt_item *items;
+    int        n, cap;
+} ckpt_list;
+
+static int list_add(ckpt_list *l, clapp_tensor *t, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int list_add(ckpt_list *l, clapp_tensor *t, const char *fmt, ...)
+{
+    va_list ap;
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 32;
+        ckpt_item *items = realloc(l->items, (size_t)cap * sizeof *items);
+        if (!items)
+            return CLAPP_E_NOMEM;
+        l->items = items;
+        l->cap = cap;
+    }
+    va_start(ap, fmt);
+    if (vasprintf(&l->items[l->n].name, fmt, ap) < 0) {
+        va_end(ap);
+        return CLAPP_E_NOMEM;
+    }
+    va_end(ap);
+    l->items[l->n].t = t;
+    l->n++;
+    return CLAPP_OK;
+}
+
+static void list_free(ckpt_list *l)
+{
+    for (int i = 0; i < l->n; i++)
+        free(l->items[i].name);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+/* Every tensor of the graph, in graph order, then the optimizer moments. */
+static int collect(const clapp_graph *g, int with_optimizer, ckpt_list *l)
+{
+    int rc;
+    for (int i = 1; i < g->n; i++) {
+        const clapp_node *nd = &g->nodes[i];
+        for (int32_t t = 0; t < nd->n_tensors; t++)
+            if ((rc = list_add(l, nd->tensors[t].value, "%s.%s", nd->pe->name, nd->tensors[t].name)) < 0)
+                return rc;
+    }
+    if (!with_optimizer)
+        return CLAPP_OK;
+    for (int32_t s = 0; s < g->optim.n; s++) {
+        clapp_optim_slot *slot = &g->optim.slots[s];
+        if ((rc = list_add(l, &slot->m, "__optim__.%s.m", slot->name)) < 0)
+            return rc;
+        if (slot->v.data && (rc = list_add(l, &slot->v, "__optim__.%s.v", slot->name)) < 0)
+            return rc;
+    }
+    return CLAPP_OK;
+}
+
+static cJSON *elements_json(const clapp_graph *g)
+{
+    cJSON *root = cJSON_CreateObject();
+    for (int i = 0; root && i < g->n; i++) {
+        cJSON *e = cJSON_AddObjectToObject(root, g->nodes[i].pe->name);
+        if (!e)
+            continue;
+        cJSON_AddStringToObject(e, "id", g->nodes[i].desc->id);
+        cJSON_AddStringToObject(e, "version", g->nodes[i].desc->version ? g->nodes[i].desc->version : "");
+    }
+    return root;
+}
+
+static int write_all(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int clapp_checkpoint_save(const clapp_graph *g, const char *path,
+                          const clapp_checkpoint_options *opt, char *err, size_t errlen)
+{
+    ckpt_list l = {0};
+    cJSON *hdr = NULL, *meta, *elems = NULL;
+    char *json = NULL, *tmp = NULL, *pipeline = NULL, *elems_text = NULL, *dircopy = NULL;
+    char num[32];
+    int fd = -1, rc = CLAPP_OK, dfd;
+    uint64_t offset = 0, hlen, padded;
+
+    if ((rc = collect(g, opt && opt->with_optimizer, &l)) < 0)
+        goto done;
+    hdr = cJSON_CreateObject();
+    meta = cJSON_AddObjectToObject(hdr, "__metadata__");
+    pipeline = clapp_pipeline_to_text(g->pd);
+    elems = elements_json(g);
+    elems_text = elems ? cJSON_PrintUnformatted(elems) : NULL;
+    if (!hdr || !meta || !pipeline || !elems_text) {
+        rc = CLAPP_E_NOMEM;
+        goto done;
+    }
+    cJSON_AddStringToObject(meta, "format", CKPT_FORMAT);
+    cJSON_AddStringToObject(meta, "pipeline", pipeline);
+    cJSON_AddStringToObject(meta, "elements", elems_text);
+    snprintf(num, sizeof num, "%lld", (long long)g->blocks);
+    cJSON_AddStringToObject(meta, "blocks", num);
+    snprintf(num, sizeof num, "%lld", (long long)g->optim.t);
+    cJSON_AddStringToObject(meta, "optim_step", num);
+    for (int i = 0; i < l.n; i++) {
+        const clapp_tensor *t = l.items[i].t;
+        cJSON *e = cJSON_AddObjectToObject(hdr, l.items[i].name);
+        cJSON *shape = cJSON_AddArrayToObject(e, "shape");
+        cJSON *offs = cJSON_AddArrayToObject(e, "data_offsets");
+        uint64_t bytes = (uint64_t)clapp_tensor_numel(t) * sizeof(float);
+        cJSON_AddStringToObject(e, "dtype", "F32");
+        for (int32_t d = 0; d < t->ndim; d++)
+            cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)t->shape[d]));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)offset));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)(offset + bytes)));
+        offset += bytes;
+    }
+    json = cJSON_PrintUnformatted(hdr);
+    if (!json) {
+        rc = CLAPP_E_NOMEM;
+        goto done;
+    }
+    /* Pad the header with spaces so the data starts 8-byte aligned. */
+    hlen = strlen(json);
+    padded = (hlen + 7) / 8 * 8;
+
+    if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) {
+        tmp = NULL;
+        rc = CLAPP_E_NOMEM;
+        goto done;
+    }
+    fd = mkstemp(tmp);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: cannot create a temporary file next to it (%s)", path, strerror(errno));
+        rc = CLAPP_E_IO;
+        goto done;
+    }
+    {
+        unsigned char len8[8];
+        for (int b = 0; b < 8; b++)
+            len8[b] = (unsigned char)(padded >> (8 * b));
+        if (write_all(fd, len8, 8) < 0 || write_all(fd, json, hlen) < 0 ||
+            write_all(fd, "        ", padded - hlen) < 0)
+            goto io_error;
+    }
+    for (int i = 0; i < l.n; i++)
+        if (write_all(fd, l.items[i].t->data, (size_t)clapp_tensor_numel(l.items[i].t) * sizeof(float)) < 0)
+            goto io_error;
+    if (fsync(fd) < 0 || close(fd) < 0) {
+        fd = -1;
+        goto io_error;
+    }
+    fd = -1;
+    if (rename(tmp, path) < 0)
+        goto io_error;
+    /* Make the rename itself durable. */
+    dircopy = strdup(path);
+    if (dircopy && (dfd = open(dirname(dircopy), O_RDONLY | O_DIRECTORY)) >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    goto done;
+io_error:
+    snprintf(err, errlen, "%s: cannot write the checkpoint (%s)", path, strerror(errno));
+    rc = CLAPP_E_IO;
+done:
+    if (fd >= 0)
+        close(fd);
+    if (rc < 0 && tmp)
+        unlink(tmp);
+    if (rc == CLAPP_E_NOMEM && err && !*err)
+        snprintf(err, errlen, "%s: out of memory", path);
+    free(dircopy);
+    free(tmp);
+    free(json);
+    free(pipeline);
+    cJSON_free(elems_text);
+    cJSON_Delete(elems);
+    cJSON_Delete(hdr);
+    list_free(&l);
+    return rc;
+}
+
+/* The parsed header of a checkpoint, after validation of its framing. */
+typedef struct ckpt_file {
+    FILE    *f;
+    cJSON   *hdr;
+    uint64_t data_start, data_size;
+} ckpt_file;
+
+static int ckpt_open(ckpt_file *cf, const char *path, char *err, size_t errlen)
+{
+    unsigned char len8[8];
+    uint64_t hlen = 0;
+    char *text = NULL;
+    struct stat st;
+
+    memset(cf, 0, sizeof *cf);
+    cf->f = fopen(path, "rb");
+    if (!cf->f) {
+        snprintf(err, errlen, "%s: cannot open the checkpoint (%s)", path, strerror(errno));
+        return CLAPP_E_IO;
+    }
+    if (fstat(fileno(cf->f), &st) < 0 || fread(len8, 1, 8, cf->f) != 8) {
+        snprintf(err, errlen, "%s: truncated checkpoint (shorter than its 8-byte header length)", path);
+        return CLAPP_E_FORMAT;
+    }
+    for (int b = 0; b < 8; b++)
+        hlen |= (uint64_t)len8[b] << (8 * b);
+    if (hlen < 2 || hlen > CKPT_MAX_HEADER || hlen > (uint64_t)st.st_size - 8) {
+        snprintf(err, errlen, "%s: not a safetensors file or truncated (header length %llu, file size %lld)",
+                 path, (unsigned long long)hlen, (long long)st.st_size);
+        return CLAPP_E_FORMAT;
+    }
+    text = malloc(hlen + 1);
+    if (!text)
+        return CLAPP_E_NOMEM;
+    if (fread(text, 1, hlen, cf->f) != hlen) {
+        free(text);
+        snprintf(err, errlen, "%s: truncated checkpoint header", path);
+        return CLAPP_E_FORMAT;
+    }
+    text[hlen] = 0;
+    cf->hdr = cJSON_Parse(text);
+    free(text);
+    if (!cJSON_IsObject(cf->hdr)) {
+        snprintf(err, errlen, "%s: corrupt checkpoint header (not a JSON object)", path);
+        return CLAPP_E_FORMAT;
+    }
+    cf->data_start = 8 + hlen;
+    cf->data_size = (uint64_t)st.st_size - cf->data_start;
+    return CLAPP_OK;
+}
+
+static void ckpt_close(ckpt_file *cf)
+{
+    if (cf->f)
+        fclose(cf->f);
+    cJSON_Delete(cf->hdr);
+    memset(cf, 0, sizeof *cf);
+}
+
+static const char *meta_get(const ckpt_file *cf, const char *key)
+{
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(cf->hdr, "__metadata__");
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(m, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static void shape_text(char *buf, size_t cap, int32_t ndim, const int64_t *shape)
+{
+    size_t n = 0;
+    n += (size_t)snprintf(buf + n, cap - n, "[");
+    for (int32_t d = 0; d < ndim && n < cap; d++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", d ? ", " : "", (long long)shape[d]);
+    if (n < cap)
+        snprintf(buf + n, cap - n, "]");
+}
+
+/* Check one entry against the tensor it should fill; sets *begin. */
+static int check_entry(const ckpt_file *cf, const char *path, const char *name, const cJSON *e,
+                       const clapp_tensor *t, uint64_t *begin, char *err, size_t errlen)
+{
+    const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    const cJSON *offs = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+    int64_t dims[CLAPP_MAX_DIMS] = {0};
+    int nd = cJSON_GetArraySize(shape);
+    uint64_t b, end, want = (uint64_t)clapp_tensor_numel(t) * sizeof(float);
+    int same = nd == t->ndim;
+    char a[128], w[128];
+
+    if (!cJSON_IsString(dtype) || strcmp(dtype->valuestring, "F32") != 0) {
+        snprintf(err, errlen, "%s: tensor %s has dtype %s; clapp stores F32", path, name,
+                 cJSON_IsString(dtype) ? dtype->valuestring : "(missing)");
+        return CLAPP_E_FORMAT;
+    }
+    if (!cJSON_IsArray(shape) || nd > CLAPP_MAX_DIMS || !cJSON_IsArray(offs) ||
+        cJSON_GetArraySize(offs) != 2) {
+        snprintf(err, errlen, "%s: tensor %s has a malformed entry", path, name);
+        return CLAPP_E_FORMAT;
+    }
+    for (int d = 0; d < nd; d++) {
+        const cJSON *v = cJSON_GetArrayItem(shape, d);
+        if (!cJSON_IsNumber(v) || v->valuedouble < 0) {
+            snprintf(err, errlen, "%s: tensor %s has a malformed shape", path, name);
+            return CLAPP_E_FORMAT;
+        }
+        dims[d] = (int64_t)v->valuedouble;
+        if (d < t->ndim && dims[d] != t->shape[d])
+            same = 0;
+    }
+    if (!same) {
+        shape_text(a, sizeof a, nd, dims);
+        shape_text(w, sizeof w, t->ndim, t->shape);
+        snprintf(err, errlen, "%s: tensor %s has shape %s in the checkpoint but %s in the pipeline",
+                 path, name, a, w);
+        return CLAPP_E_SHAPE;
+    }
+    b = (uint64_t)cJSON_GetArrayItem(offs, 0)->valuedouble;
+    end = (uint64_t)cJSON_GetArrayItem(offs, 1)->valuedouble;
+    if (end < b || end - b != want || end > cf->data_size) {
+        snprintf(err, errlen, "%s: tensor %s: data [%llu, %llu) does not fit the file "
+                 "(truncated or corrupt; %llu data bytes)", path, name, (unsigned long long)b,
+                 (unsigned long long)end, (unsigned long long)cf->data_size);
+        return CLAPP_E_FORMAT;
+    }
+    *begin = b;
+    return CLAPP_OK;
+}
+
+/* Element ids recorded in the file must match the graph's. */
+static int check_elements(const ckpt_file *cf, const clapp_graph *g, const char *path, char *err,
+                          size_t errlen)
+{
+    const char *text = meta_get(cf, "elements");
+    cJSON *elems = text ? cJSON_Parse(text) : NULL;
+    int rc = CLAPP_OK;
+    if (!elems) {
+        snprintf(err, errlen, "%s: the checkpoint metadata has no valid 'elements' entry", path);
+        return CLAPP_E_FORMAT;
+    }
+    for (int i = 1; i < g->n && rc == CLAPP_OK; i++) {
+        const clapp_node *nd = &g->nodes[i];
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(elems, nd->pe->name);
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
+        if (nd->n_tensors == 0)
+            continue;
+        if (!cJSON_IsString(id)) {
+            snprintf(err, errlen, "%s: the checkpoint has no element '%s' (%s)", path, nd->pe->name,
+                     nd->desc->id);
+            rc = CLAPP_E_NOTFOUND;
+        } else if (strcmp(id->valuestring, nd->desc->id) != 0) {
+            snprintf(err, errlen, "%s: element '%s' is a %s in the checkpoint but a %s in the pipeline",
+                     path, nd->pe->name, id->valuestring, nd->desc->id);
+            rc = CLAPP_E_INVAL;
+        }
+    }
+    cJSON_Delete(elems);
+    return rc;
+}
+
+int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoint_options *opt,
+                          char *err, size_t errlen)
+{
+    ckpt_file cf;
+    ckpt_list l = {0};
+    uint64_t *begins = NULL;
+    float **staged = NULL;
+    const char *fmt;
+    int rc, strict = !opt || opt->strict;
+
+    rc = ckpt_open(&cf, path, err, errlen);
+    if (rc < 0)
+        goto done;
+    fmt = meta_get(&cf, "format");
+    if (!fmt || strcmp(fmt, CKPT_FORMAT) != 0) {
+        snprintf(err, errlen, "%s: not a clapp checkpoint (format '%s', expected '%s')", path,
+                 fmt ? fmt : "(none)", CKPT_FORMAT);
+        rc = CLAPP_E_FORMAT;
+        goto done;
+    }
+    if ((rc = check_elements(&cf, g, path, err, errlen)) < 0)
+        goto done;
+    if ((rc = collect(g, opt && opt->with_optimizer, &l)) < 0)
+        goto done;
+    begins = calloc((size_t)l.n + 1, sizeof *begins);
+    staged = calloc((size_t)l.n + 1, sizeof *staged);
+    if (!begins || !staged) {
+        rc = CLAPP_E_NOMEM;
+        goto done;
+    }
+    /* Validate and read everything first; only then touch the graph. */
+    for (int i = 0; i < l.n; i++) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(cf.hdr, l.items[i].name);
+        size_t n = (size_t)clapp_tensor_numel(l.items[i].t);
+        if (!e) {
+            if (!strict)
+                continue;
+            snprintf(err, errlen, "%s: the checkpoint lacks tensor %s", path, l.items[i].name);
+            rc = CLAPP_E_NOTFOUND;
+            goto done;
+        }
+        if ((rc = check_entry(&cf, path, l.items[i].name, e, l.items[i].t, &begins[i], err, errlen)) < 0)
+            goto done;
+        staged[i] = malloc(n * sizeof(float) + 1);
+        if (!staged[i]) {
+            rc = CLAPP_E_NOMEM;
+            goto done;
+        }
+        if (fseeko(cf.f, (off_t)(cf.data_start + begins[i]), SEEK_SET) != 0 ||
+            fread(staged[i], sizeof(float), n, cf.f) != n) {
+            snprintf(err, errlen, "%s: tensor %s: truncated data", path, l.items[i].name);
+            rc = CLAPP_E_FORMAT;
+            goto done;
+        }
+    }
+    for (int i = 0; i < l.n; i++)
+        if (staged[i])
+            memcpy(l.items[i].t->data, staged[i], (size_t)clapp_tensor_numel(l.items[i].t) * sizeof(float));
+    {
+        const char *blocks = meta_get(&cf, "blocks"), *step = meta_get(&cf, "optim_step");
+        if (blocks)
+            g->blocks = strtoll(blocks, NULL, 10);
+        if (opt && opt->with_optimizer && step)
+            g->optim.t = strtoll(step, NULL, 10);
+    }
+done:
+    for (int i = 0; staged && i < l.n; i++)
+        free(staged[i]);
+    free(staged);
+    free(begins);
+    list_free(&l);
+    ckpt_close(&cf);
+    return rc;
+}
+
+char *clapp_checkpoint_read_meta(const char *path, const char *key, char *err, size_t errlen)
+{
+    ckpt_file cf;
+    char *out = NULL;
+    if (ckpt_open(&cf, path, err, errlen) == CLAPP_OK) {
+        const char *v = meta_get(&cf, key);
+        if (v)
+            out = strdup(v);
+        else
+            snprintf(err, errlen, "%s: no '%s' in the checkpoint metadata", path, key);
+    }
+    ckpt_close(&cf);
+    return out;
+}

@@ -1,0 +1,37 @@
+/* clapp core — checkpoints: one safetensors file per graph.
+ *
+ * Tensors: every element's exposed tensors as "ELEMENT.NAME" (float32), and
+ * the optimizer's moments as "__optim__.ELEMENT.NAME.m" / ".v".
+ * __metadata__ (string -> string): "format" = "clapp-checkpoint-1",
+ * "pipeline" (canonical pipeline text), "elements" (JSON: name -> {id,
+ * version}), "blocks" and "optim_step" (counters).
+ *
+ * Writing is atomic: a temporary file in the same folder, fsync, rename,
+ * fsync of the folder; a crash leaves the previous checkpoint intact.
+ * Loading checks everything before it changes anything: a truncated or
+ * corrupt file, a missing tensor, a shape or element mismatch is an error
+ * naming the file and the cause, and the graph is left untouched.
+ */
+#ifndef CLAPP_CORE_CHECKPOINT_H
+#define CLAPP_CORE_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "graph.h"
+
+typedef struct clapp_checkpoint_options {
+    int with_optimizer;   /* save/restore optimizer moments and step (training resume) */
+    int strict;           /* load: every tensor of the graph must be in the file */
+} clapp_checkpoint_options;
+
+int clapp_checkpoint_save(const clapp_graph *g, const char *path,
+                          const clapp_checkpoint_options *opt, char *err, size_t errlen);
+
+int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoint_options *opt,
+                          char *err, size_t errlen);
+
+/* Read only the metadata value `key` (malloc'd string, or NULL with err set). */
+char *clapp_checkpoint_read_meta(const char *path, const char *key, char *err, size_t errlen);
+
+#endif
