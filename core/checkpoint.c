@@ -19,6 +19,7 @@
 typedef struct ckpt_item {
     char         *name;
     clapp_tensor *t;
+    int           optional;   /* sinks' tensors (probes): a checkpoint from training lacks them */
 } ckpt_item;
 
 typedef struct ckpt_list {
@@ -46,6 +47,7 @@ static int list_add(ckpt_list *l, clapp_tensor *t, const char *fmt, ...)
     }
     va_end(ap);
     l->items[l->n].t = t;
+    l->items[l->n].optional = 0;
     l->n++;
     return CLAPP_OK;
 }
@@ -64,9 +66,11 @@ static int collect(const clapp_graph *g, int with_optimizer, ckpt_list *l)
     int rc;
     for (int i = 1; i < g->n; i++) {
         const clapp_node *nd = &g->nodes[i];
-        for (int32_t t = 0; t < nd->n_tensors; t++)
+        for (int32_t t = 0; t < nd->n_tensors; t++) {
             if ((rc = list_add(l, nd->tensors[t].value, "%s.%s", nd->pe->name, nd->tensors[t].name)) < 0)
                 return rc;
+            l->items[l->n - 1].optional = nd->kind == CLAPP_KIND_SINK;
+        }
     }
     if (!with_optimizer)
         return CLAPP_OK;
@@ -359,7 +363,7 @@ static int check_elements(const ckpt_file *cf, const clapp_graph *g, const char 
         const clapp_node *nd = &g->nodes[i];
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(elems, nd->pe->name);
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
-        if (nd->n_tensors == 0)
+        if (nd->n_tensors == 0 || (nd->kind == CLAPP_KIND_SINK && !e))
             continue;
         if (!cJSON_IsString(id)) {
             snprintf(err, errlen, "%s: the checkpoint has no element '%s' (%s)", path, nd->pe->name,
@@ -410,7 +414,7 @@ int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoi
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(cf.hdr, l.items[i].name);
         size_t n = (size_t)clapp_tensor_numel(l.items[i].t);
         if (!e) {
-            if (!strict)
+            if (!strict || l.items[i].optional)
                 continue;
             snprintf(err, errlen, "%s: the checkpoint lacks tensor %s", path, l.items[i].name);
             rc = CLAPP_E_NOTFOUND;

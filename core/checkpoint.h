@@ -8,6 +8,8 @@
  *
  * Writing is atomic: a temporary file in the same folder, fsync, rename,
  * fsync of the folder; a crash leaves the previous checkpoint intact.
+ * Sinks' tensors (probe weights) are saved but optional on loading, so an
+ * encoder trained without probes loads into a pipeline with probes.
  * Loading checks everything before it changes anything: a truncated or
  * corrupt file, a missing tensor, a shape or element mismatch is an error
  * naming the file and the cause, and the graph is left untouched.

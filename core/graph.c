@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "graph.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -416,6 +417,37 @@ int clapp_graph_finish(clapp_graph *g, char *err, size_t errlen)
         }
     }
     return status;
+}
+
+int clapp_graph_set_sink_mode(clapp_graph *g, clapp_mode mode)
+{
+    for (int i = 1; i < g->n; i++) {
+        clapp_node *nd = &g->nodes[i];
+        if (nd->kind == CLAPP_KIND_SINK && nd->desc->set_mode) {
+            int rc = nd->desc->set_mode(nd->inst, mode);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return CLAPP_OK;
+}
+
+void clapp_graph_reset(clapp_graph *g)
+{
+    for (int i = 1; i < g->n; i++)
+        if (g->nodes[i].inst && g->nodes[i].desc->reset)
+            g->nodes[i].desc->reset(g->nodes[i].inst, -1);
+}
+
+/* report() is only read if the plugin's descriptor is new enough to have it. */
+int clapp_graph_report(const clapp_graph *g, int i, char *buf, size_t cap)
+{
+    const clapp_plugin_desc *d = g->nodes[i].desc;
+    buf[0] = 0;
+    if (!g->nodes[i].inst || d->struct_size < offsetof(clapp_plugin_desc, report) + sizeof(void *) ||
+        !d->report)
+        return 0;
+    return d->report(g->nodes[i].inst, buf, cap);
 }
 
 const clapp_block *clapp_graph_output(const clapp_graph *g, int i)

@@ -82,6 +82,16 @@ int  clapp_graph_process(clapp_graph *g, const clapp_block *blk, char *err, size
 /* Call finish on every sink. */
 int  clapp_graph_finish(clapp_graph *g, char *err, size_t errlen);
 
+/* Switch every sink (probes) between learning and frozen, independently of
+ * the layers (clapp eval trains probes on a frozen encoder). */
+int  clapp_graph_set_sink_mode(clapp_graph *g, clapp_mode mode);
+
+/* Reset the streaming state of every element (all lanes). */
+void clapp_graph_reset(clapp_graph *g);
+
+/* The report() JSON of element i into buf; 0 if it has none (buf = ""). */
+int  clapp_graph_report(const clapp_graph *g, int i, char *buf, size_t cap);
+
 /* The block after node i (the source block for i == 0). */
 const clapp_block *clapp_graph_output(const clapp_graph *g, int i);
 

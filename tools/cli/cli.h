@@ -22,5 +22,6 @@ int  cli_pipeline_load(clapp_pipeline_desc *pd, const char *path, char **sets, i
 int  cli_inspect(int argc, char **argv);
 int  cli_run(int argc, char **argv);
 int  cli_train(int argc, char **argv);
+int  cli_eval(int argc, char **argv);
 
 #endif

@@ -14,6 +14,8 @@ static void usage(FILE *f)
             "  run PIPE --data MANIFEST     run a pipeline over the files of a manifest (no learning)\n"
             "  run PIPE --dump-graph        print the resolved pipeline with every default\n"
             "  train PIPE --data MANIFEST   learn online over the manifest (JSONL metrics)\n"
+            "  eval PIPE --checkpoint C --train M --test M\n"
+            "                               train the probes on a frozen encoder, report test accuracy\n"
             "\n"
             "'clapp COMMAND --help' describes a command.\n");
 }
@@ -38,6 +40,8 @@ int main(int argc, char **argv)
         return cli_run(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train"))
         return cli_train(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "eval"))
+        return cli_eval(argc - 1, argv + 1);
     fprintf(stderr, "clapp: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return CLI_USAGE;

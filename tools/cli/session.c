@@ -25,12 +25,18 @@ int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
             return CLI_OK;
         } else if (!strcmp(a, "--dump-graph")) {
             o->dump_graph = 1;
+        } else if (!strcmp(a, "--resume")) {
+            o->resume = 1;
+        } else if (!strcmp(a, "--random-init")) {
+            o->random_init = 1;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
             o->verbosity = 0;
         } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
             o->verbosity = 2;
         } else if (!strcmp(a, "--data") || !strcmp(a, "--set") || !strcmp(a, "--epochs") ||
-                   !strcmp(a, "--seed") || !strcmp(a, "--lr") || !strcmp(a, "--metrics")) {
+                   !strcmp(a, "--seed") || !strcmp(a, "--lr") || !strcmp(a, "--metrics") ||
+                   !strcmp(a, "--checkpoint") || !strcmp(a, "--checkpoint-every") ||
+                   !strcmp(a, "--train") || !strcmp(a, "--test") || !strcmp(a, "--json")) {
             char *end = NULL;
             if (!v) {
                 fprintf(stderr, "clapp: error: %s needs a value\n", a);
@@ -41,6 +47,21 @@ int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
                 o->data = v;
             } else if (!strcmp(a, "--metrics")) {
                 o->metrics = v;
+            } else if (!strcmp(a, "--checkpoint")) {
+                o->checkpoint = v;
+            } else if (!strcmp(a, "--train")) {
+                o->train = v;
+            } else if (!strcmp(a, "--test")) {
+                o->test = v;
+            } else if (!strcmp(a, "--json")) {
+                o->json = v;
+            } else if (!strcmp(a, "--checkpoint-every")) {
+                long long e = strtoll(v, &end, 10);
+                if (*end || e < 1) {
+                    fprintf(stderr, "clapp: error: --checkpoint-every %s: expected a number of blocks >= 1\n", v);
+                    return CLI_USAGE;
+                }
+                o->checkpoint_every = e;
             } else if (!strcmp(a, "--set")) {
                 o->sets[o->n_sets++] = (char *)v;
             } else if (!strcmp(a, "--epochs")) {
@@ -109,16 +130,43 @@ static void source_params_from(clapp_source_params *sp, const clapp_pipe_elem *p
     sp->epochs = o->epochs;
 }
 
-int cli_session_open(cli_session *s, const cli_options *o, int learn)
+/* (Re)open the data: manifest and source; the graph is kept. */
+int cli_session_use_data(cli_session *s, const cli_options *o, const char *data, int epochs,
+                         int force_stream)
 {
     char err[2048] = "";
     clapp_source_params sp;
+    int rc;
+
+    clapp_source_destroy(s->src);
+    s->src = NULL;
+    clapp_manifest_free(&s->manifest);
+    if (clapp_manifest_load(&s->manifest, data, err, sizeof err) < 0) {
+        fprintf(stderr, "clapp: error: %s\n", err);
+        return CLI_USAGE;
+    }
+    source_params_from(&sp, &s->pd.elems[0], o);
+    sp.epochs = epochs;
+    if (force_stream)
+        sp.mode = CLAPP_SOURCE_STREAM;
+    rc = clapp_source_create(&s->src, &sp, &s->manifest, &s->labels, &s->host);
+    if (rc < 0) {
+        fprintf(stderr, "clapp: error: %s: cannot set up the source (status %d)\n", data, rc);
+        return CLI_FAILED;
+    }
+    return CLI_OK;
+}
+
+int cli_session_open(cli_session *s, const cli_options *o, int learn)
+{
+    char err[2048] = "";
     clapp_stream_info info;
     clapp_graph_params gp;
     int rc;
 
     memset(s, 0, sizeof *s);
     cli_host_init(&s->host, o->verbosity);
+    clapp_labelset_init_cmu41(&s->labels);
     if (clapp_registry_init_default(&s->reg, &s->host) < 0) {
         fprintf(stderr, "clapp: error: cannot set up the element registry\n");
         return CLI_FAILED;
@@ -137,17 +185,9 @@ int cli_session_open(cli_session *s, const cli_options *o, int learn)
         fprintf(stderr, "clapp: error: no data: give --data MANIFEST\n");
         return CLI_USAGE;
     }
-    if (clapp_manifest_load(&s->manifest, o->data, err, sizeof err) < 0) {
-        fprintf(stderr, "clapp: error: %s\n", err);
-        return CLI_USAGE;
-    }
-    clapp_labelset_init_cmu41(&s->labels);
-    source_params_from(&sp, &s->pd.elems[0], o);
-    rc = clapp_source_create(&s->src, &sp, &s->manifest, &s->labels, &s->host);
-    if (rc < 0) {
-        fprintf(stderr, "clapp: error: %s: cannot set up the source (status %d)\n", o->data, rc);
-        return CLI_FAILED;
-    }
+    rc = cli_session_use_data(s, o, o->data, o->epochs, 0);
+    if (rc != CLI_OK)
+        return rc;
     clapp_source_info(s->src, &info);
     clapp_graph_default_params(&gp);
     gp.learn = learn;
@@ -159,6 +199,28 @@ int cli_session_open(cli_session *s, const cli_options *o, int learn)
     if (rc < 0) {
         fprintf(stderr, "clapp: error: %s\n", err);
         return rc == CLAPP_E_NOMEM ? CLI_FAILED : CLI_USAGE;
+    }
+    return CLI_OK;
+}
+
+int cli_session_save(cli_session *s, const cli_options *o)
+{
+    clapp_checkpoint_options co = {1, 1};
+    char err[2048] = "";
+    if (clapp_checkpoint_save(&s->graph, o->checkpoint, &co, err, sizeof err) < 0) {
+        fprintf(stderr, "clapp: error: %s (the previous checkpoint, if any, is intact)\n", err);
+        return CLI_FAILED;
+    }
+    return CLI_OK;
+}
+
+int cli_session_load(cli_session *s, const char *path, int with_optimizer)
+{
+    clapp_checkpoint_options co = {with_optimizer, 1};
+    char err[2048] = "";
+    if (clapp_checkpoint_load(&s->graph, path, &co, err, sizeof err) < 0) {
+        fprintf(stderr, "clapp: error: %s\n", err);
+        return CLI_USAGE;
     }
     return CLI_OK;
 }
@@ -265,6 +327,9 @@ int cli_session_run(cli_session *s, const cli_options *o)
         }
         if (s->metrics)
             emit_block_metrics(s, blk, seconds_since(&t0), steps);
+        if (s->graph.p.learn && o->checkpoint && o->checkpoint_every > 0 &&
+            s->graph.blocks % o->checkpoint_every == 0 && cli_session_save(s, o) != CLI_OK)
+            status = CLI_FAILED;
         if (s->progress && s->graph.blocks % 4 == 0)
             show_progress(s, seconds_since(&t0), steps);
     }
@@ -274,6 +339,8 @@ int cli_session_run(cli_session *s, const cli_options *o)
         fprintf(stderr, "clapp: error: the source failed (status %d)\n", rc);
         status = CLI_FAILED;
     }
+    if (s->graph.p.learn && o->checkpoint && status == CLI_OK && cli_session_save(s, o) != CLI_OK)
+        status = CLI_FAILED;
     if (clapp_graph_finish(&s->graph, err, sizeof err) < 0) {
         fprintf(stderr, "clapp: error: %s\n", err);
         status = CLI_FAILED;

@@ -3,6 +3,7 @@
 #ifndef CLAPP_CLI_SESSION_H
 #define CLAPP_CLI_SESSION_H
 
+#include "checkpoint.h"
 #include "cli.h"
 #include "graph.h"
 #include "manifest.h"
@@ -19,6 +20,13 @@ typedef struct cli_options {
     int         verbosity;   /* 0 errors, 1 warnings, 2 info */
     double      lr;
     const char *metrics;     /* train: JSONL file ("-" or NULL: standard output) */
+    const char *checkpoint;  /* train: write here; eval/extract: read from here */
+    long long   checkpoint_every; /* train: also every this many blocks (0: only at the end) */
+    int         resume;      /* train: continue from --checkpoint */
+    const char *train;       /* eval: probe training manifest */
+    const char *test;        /* eval: probe test manifest */
+    int         random_init; /* eval: no checkpoint, the random-init encoder */
+    const char *json;        /* eval: write the report here too */
 } cli_options;
 
 typedef struct cli_session {
@@ -39,8 +47,16 @@ typedef struct cli_session {
 int  cli_options_parse(cli_options *o, int argc, char **argv, int *help);
 /* Set everything up (learn: 1 trains). Prints the error and returns the exit status on failure. */
 int  cli_session_open(cli_session *s, const cli_options *o, int learn);
+/* Replace the data (manifest and source) of an open session, keeping the
+ * graph: epochs passes, force_stream reads whole files whatever the source's mode. */
+int  cli_session_use_data(cli_session *s, const cli_options *o, const char *data, int epochs,
+                          int force_stream);
 /* Stream every block through the graph. Returns the exit status. */
 int  cli_session_run(cli_session *s, const cli_options *o);
+/* Write the graph to o->checkpoint (with the optimizer state). */
+int  cli_session_save(cli_session *s, const cli_options *o);
+/* Load a checkpoint into the graph; prints the error. */
+int  cli_session_load(cli_session *s, const char *path, int with_optimizer);
 void cli_session_close(cli_session *s);
 
 #endif

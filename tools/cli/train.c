@@ -11,11 +11,14 @@ static void train_usage(void)
 {
     printf("usage: clapp train PIPE --data MANIFEST [--epochs N] [--seed S] [--lr LR]\n"
            "                   [--metrics FILE] [--set NAME.KEY=VALUE]... [-q|-v]\n"
+           "                   [--checkpoint PATH [--checkpoint-every BLOCKS] [--resume]]\n"
            "Streams the manifest's files through the pipeline --epochs times; every loss element\n"
            "updates its module's layers after each block (Adam; --lr is the default rate, lr= per\n"
            "element overrides it). Metrics: one JSON line per block (loss per loss element) and a\n"
            "summary line, on standard output or in FILE. A progress line goes to standard error\n"
-           "when it is a terminal. Exit status as 'clapp run'.\n");
+           "when it is a terminal. --checkpoint writes a safetensors checkpoint at the end (and every\n"
+           "BLOCKS blocks), atomically; --resume first loads it, optimizer state included.\n"
+           "Exit status as 'clapp run'.\n");
 }
 
 int cli_train(int argc, char **argv)
@@ -42,6 +45,14 @@ int cli_train(int argc, char **argv)
             status = CLI_USAGE;
         }
         s.progress = isatty(STDERR_FILENO) && o.verbosity > 0;
+        if (status == CLI_OK && o.resume) {
+            if (!o.checkpoint) {
+                fprintf(stderr, "clapp: error: --resume needs --checkpoint PATH\n");
+                status = CLI_USAGE;
+            } else {
+                status = cli_session_load(&s, o.checkpoint, 1);
+            }
+        }
         if (status == CLI_OK)
             status = cli_session_run(&s, &o);
     }
