@@ -1,0 +1,196 @@
+/* Checkpoints: round trip, the previous checkpoint survives a writer killed
+ * mid-write, and truncated, corrupt or mismatched files are refused with a
+ * message naming the file and the cause, leaving the graph untouched. */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "graph.h"
+#include "testutil.h"
+
+typedef struct env {
+    clapp_host          host;
+    tu_log              log;
+    clapp_registry      reg;
+    clapp_pipeline_desc pd;
+    clapp_graph         g;
+} env;
+
+static int env_open(env *e, const char *text, int64_t channels, char *err, size_t errlen)
+{
+    clapp_stream_info src = {3, {1, channels, 4, 0, 0, 0}, 100.0};
+    clapp_graph_params gp;
+    int rc;
+    memset(e, 0, sizeof *e);
+    tu_host_init(&e->host, &e->log);
+    clapp_registry_init_default(&e->reg, &e->host);
+    clapp_registry_load_dir(&e->reg, CLAPP_TEST_FIXTURE_DIR);
+    if ((rc = clapp_pipeline_parse(&e->pd, text, "<test>", err, errlen)) < 0 ||
+        (rc = clapp_pipeline_resolve(&e->pd, &e->reg, err, errlen)) < 0)
+        return rc;
+    clapp_graph_default_params(&gp);
+    return clapp_graph_create(&e->g, &e->pd, &src, &gp, &e->host, err, errlen);
+}
+
+static void env_close(env *e)
+{
+    clapp_graph_destroy(&e->g);
+    clapp_pipeline_free(&e->pd);
+    clapp_registry_free(&e->reg);
+    tu_log_free(&e->log);
+}
+
+static float *gain(env *e, int node)
+{
+    return e->g.nodes[node].tensors[0].value->data;
+}
+
+static void test_round_trip(void **state)
+{
+    env a, b;
+    char err[1024] = "";
+    char *dir = tu_tmpdir("ckpt"), *path = tu_path(dir, "c.safetensors");
+    clapp_checkpoint_options co = {1, 1};
+    (void)state;
+    assert_int_equal(env_open(&a, "source ! fixture_scale name=s init=1 ! fixture_scale name=t", 5, err, sizeof err), 0);
+    for (int c = 0; c < 5; c++) {
+        gain(&a, 1)[c] = 0.5f + (float)c;
+        gain(&a, 2)[c] = -(float)c;
+    }
+    a.g.blocks = 42;
+    assert_int_equal(clapp_checkpoint_save(&a.g, path, &co, err, sizeof err), 0);
+    assert_int_equal(env_open(&b, "source ! fixture_scale name=s ! fixture_scale name=t", 5, err, sizeof err), 0);
+    assert_int_equal(clapp_checkpoint_load(&b.g, path, &co, err, sizeof err), 0);
+    for (int c = 0; c < 5; c++) {
+        assert_true(gain(&b, 1)[c] == 0.5f + (float)c);
+        assert_true(gain(&b, 2)[c] == -(float)c);
+    }
+    assert_int_equal(b.g.blocks, 42);
+    char *pipe = clapp_checkpoint_read_meta(path, "pipeline", err, sizeof err);
+    assert_non_null(pipe);
+    assert_non_null(strstr(pipe, "fixture_scale name=s"));
+    free(pipe);
+    /* No temporary files are left behind. */
+    assert_int_equal(tu_run("test $(ls %s | wc -l) -eq 1", dir), 0);
+    env_close(&a);
+    env_close(&b);
+    tu_rmtree(dir);
+    free(path);
+    free(dir);
+}
+
+static void expect_refused(const char *path, const char *text, int64_t channels, const char *cause)
+{
+    env b;
+    char err[1024] = "";
+    clapp_checkpoint_options co = {0, 1};
+    assert_int_equal(env_open(&b, text, channels, err, sizeof err), 0);
+    for (int c = 0; c < channels; c++)
+        gain(&b, 1)[c] = 7.0f;
+    assert_true(clapp_checkpoint_load(&b.g, path, &co, err, sizeof err) < 0);
+    if (!strstr(err, path) || !strstr(err, cause))
+        fail_msg("message '%s' should name %s and say '%s'", err, path, cause);
+    for (int c = 0; c < channels; c++)
+        assert_true(gain(&b, 1)[c] == 7.0f);   /* untouched */
+    env_close(&b);
+}
+
+static void test_bad_files_refused(void **state)
+{
+    env a;
+    char err[1024] = "";
+    char *dir = tu_tmpdir("ckpt"), *path = tu_path(dir, "c.safetensors");
+    clapp_checkpoint_options co = {0, 1};
+    (void)state;
+    assert_int_equal(env_open(&a, "source ! fixture_scale name=s init=3", 6, err, sizeof err), 0);
+    assert_int_equal(clapp_checkpoint_save(&a.g, path, &co, err, sizeof err), 0);
+    env_close(&a);
+
+    expect_refused(path, "source ! fixture_scale name=s", 4, "shape [6] in the checkpoint but [4]");
+    expect_refused(path, "source ! fixture_scale name=other", 6, "no element 'other'");
+
+    char *p = tu_path(dir, "trunc.safetensors");
+    assert_int_equal(tu_run("head -c $(( $(stat -c %%s %s) - 5 )) %s > %s", path, path, p), 0);
+    expect_refused(p, "source ! fixture_scale name=s", 6, "does not fit the file");
+    free(p);
+    p = tu_path(dir, "short.safetensors");
+    assert_int_equal(tu_run("head -c 5 %s > %s", path, p), 0);
+    expect_refused(p, "source ! fixture_scale name=s", 6, "truncated");
+    free(p);
+    p = tu_path(dir, "garbage.safetensors");
+    assert_int_equal(tu_run("cp %s %s && printf '}}]]' | dd of=%s bs=1 seek=9 conv=notrunc status=none",
+                            path, p, p), 0);
+    expect_refused(p, "source ! fixture_scale name=s", 6, "corrupt");
+    free(p);
+    p = tu_path(dir, "huge.safetensors");
+    assert_int_equal(tu_run("printf '\\377\\377\\377\\377\\000\\000\\000\\000{}' > %s", p), 0);
+    expect_refused(p, "source ! fixture_scale name=s", 6, "not a safetensors file");
+    free(p);
+    p = tu_path(dir, "missing.safetensors");
+    expect_refused(p, "source ! fixture_scale name=s", 6, "cannot open");
+    free(p);
+    tu_rmtree(dir);
+    free(path);
+    free(dir);
+}
+
+/* A writer killed at random moments never leaves a broken checkpoint. */
+static void test_kill_during_write(void **state)
+{
+    char err[1024] = "";
+    char *dir = tu_tmpdir("ckpt"), *path = tu_path(dir, "c.safetensors");
+    clapp_checkpoint_options co = {0, 1};
+    const int64_t C = 2 * 1024 * 1024;   /* 8 MB per checkpoint: writes take a while */
+    (void)state;
+    {
+        env a;
+        assert_int_equal(env_open(&a, "source ! fixture_scale name=s init=1", C, err, sizeof err), 0);
+        assert_int_equal(clapp_checkpoint_save(&a.g, path, &co, err, sizeof err), 0);
+        env_close(&a);
+    }
+    for (int round = 0; round < 4; round++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            env w;
+            if (env_open(&w, "source ! fixture_scale name=s", C, err, sizeof err) < 0)
+                _exit(3);
+            for (int k = 0;; k++) {
+                for (int64_t c = 0; c < C; c++)
+                    gain(&w, 1)[c] = (float)(k + 2);
+                clapp_checkpoint_save(&w.g, path, &co, err, sizeof err);
+            }
+        }
+        struct timespec ts = {0, 30000000L + 17000000L * round};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        env b;
+        assert_int_equal(env_open(&b, "source ! fixture_scale name=s", C, err, sizeof err), 0);
+        if (clapp_checkpoint_load(&b.g, path, &co, err, sizeof err) < 0)
+            fail_msg("round %d: %s", round, err);
+        /* Whole: every value from the same write. */
+        float v = gain(&b, 1)[0];
+        assert_true(gain(&b, 1)[C - 1] == v);
+        env_close(&b);
+    }
+    tu_run("rm -f %s/*.tmp.*", dir);
+    tu_rmtree(dir);
+    free(path);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_bad_files_refused),
+        cmocka_unit_test(test_kill_during_write),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
