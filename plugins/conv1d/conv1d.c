@@ -144,6 +144,35 @@ static void add_channel_major(const float *src, int64_t C, int64_t T, float *dst
     }
 }
 
+/* The hot elementwise loops, with restrict so the compiler vectorizes them. */
+static void add_into(float *restrict dst, const float *restrict src, int64_t n)
+{
+    for (int64_t e = 0; e < n; e++)
+        dst[e] += src[e];
+}
+
+/* a += bias (kept for backward); y = act(a). */
+static void bias_act(float *restrict a, float *restrict y, int64_t n, float bias, int relu)
+{
+    for (int64_t j = 0; j < n; j++) {
+        float v = a[j] + bias;
+        a[j] = v;
+        y[j] = relu && v < 0.0f ? 0.0f : v;
+    }
+}
+
+/* d = g * act'(a). */
+static void act_grad(float *restrict d, const float *restrict g, const float *restrict a, int64_t n,
+                     int relu)
+{
+    if (!relu) {
+        memcpy(d, g, (size_t)n * sizeof(float));
+        return;
+    }
+    for (int64_t j = 0; j < n; j++)
+        d[j] = a[j] > 0.0f ? g[j] : 0.0f;
+}
+
 /* Start a sequence: pad zeros of left context, nothing emitted. */
 static void lane_restart(conv1d *cv, int64_t b)
 {
@@ -431,12 +460,7 @@ static int conv1d_forward(void *self, const clapp_block *in, clapp_block *out)
         for (int64_t o = 0; o < M; o++) {
             float *a = cv->pre + o * N + l->off;
             float *y = out->x.data + (b * M + o) * cv->t_out;
-            float bias = cv->has_bias ? cv->b.data[o] : 0.0f;
-            for (int64_t j = 0; j < l->n; j++) {
-                float v = a[j] + bias;
-                a[j] = v;
-                y[j] = cv->relu && v < 0.0f ? 0.0f : v;
-            }
+            bias_act(a, y, l->n, cv->has_bias ? cv->b.data[o] : 0.0f, cv->relu);
             memset(y + l->n, 0, (size_t)(cv->t_out - l->n) * sizeof(float));
         }
     }
@@ -479,8 +503,7 @@ static int conv1d_backward(void *self, const clapp_tensor *grad_out, clapp_tenso
             const float *g = grad_out->data + (b * M + o) * cv->t_out;
             const float *a = cv->pre + o * N + l->off;
             float *d = cv->da + o * N + l->off;
-            for (int64_t j = 0; j < l->n; j++)
-                d[j] = cv->relu && !(a[j] > 0.0f) ? 0.0f : g[j];
+            act_grad(d, g, a, l->n, cv->relu);
         }
     }
     if (cv->has_bias) {
@@ -513,12 +536,8 @@ static int conv1d_backward(void *self, const clapp_tensor *grad_out, clapp_tenso
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)c, (int)K, (int)M, 1.0f,
                         cv->da + l->off + c0, (int)N, cv->wp, (int)K, 0.0f, cv->dcols, (int)K);
             /* col2im: each column's window is one contiguous run of staged rows. */
-            for (int64_t j = 0; j < c; j++) {
-                float *dst = cv->stage + (l->start + (c0 + j) * cv->stride) * cv->cin;
-                const float *src = cv->dcols + j * K;
-                for (int64_t e = 0; e < K; e++)
-                    dst[e] += src[e];
-            }
+            for (int64_t j = 0; j < c; j++)
+                add_into(cv->stage + (l->start + (c0 + j) * cv->stride) * cv->cin, cv->dcols + j * K, K);
         }
         /* Only this block's input steps: carried context and right pad are dropped. */
         first = l->base;
