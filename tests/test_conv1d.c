@@ -973,8 +973,25 @@ static void test_conv1d_lifecycle(void **state)
     assert_int_equal(L.d->forward(L.self, &L.in, &L.out), CLAPP_E_SHAPE);
     assert_int_equal(f->log.n_errors, 1);
     clapp_tensor_free(&g);
-    free(x);
     layer_close(&L);
+
+    /* pad >= kernel: a sequence yields outputs from padding alone (as PyTorch), an idle lane none. */
+    {
+        const cfg cp = {1, 2, 2, 1, 3, 0, 1};
+        layer P;
+        layer_open(&P, f, cp, 4, 2, 8);
+        set_lane(&P, 0, x, 400, 0, 0, 0, -1);
+        set_lane(&P, 1, x, 400, 0, 1, CLAPP_LANE_SEQ_START | CLAPP_LANE_SEQ_END, 7);
+        layer_forward(&P);
+        assert_int_equal(P.out.lane[0].len, 0);
+        assert_int_equal(P.out.lane[1].len, ref_len(&cp, 1));   /* (1 + 6 - 2) / 1 + 1 = 6 */
+        assert_int_equal(ref_len(&cp, 1), 6);
+        /* Windows entirely in the padding give the bias. */
+        assert_float_equal(P.out.x.data[(1 * 2 + 1) * P.Tout + 0], P.b->data[1], 0.0);
+        assert_float_equal(P.out.x.data[(1 * 2 + 1) * P.Tout + 5], P.b->data[1], 0.0);
+        layer_close(&P);
+    }
+    free(x);
 }
 
 int main(void)

@@ -374,6 +374,12 @@ static int64_t lane_forward(conv1d *cv, int64_t b, const clapp_block *in, int64_
 
     if (meta->flags & CLAPP_LANE_SEQ_START)
         lane_restart(cv, b);
+    if (meta->seq_id < 0 && len == 0 && !(meta->flags & CLAPP_LANE_SEQ_START)) {
+        /* Idle lane: no sequence, so no padding-only outputs (pad >= kernel). */
+        l->off = off;
+        l->n = l->len = l->start = l->base = 0;
+        return 0;
+    }
     memcpy(st, ctx, (size_t)(l->ctx_len * cin) * sizeof(float));
     to_time_major(in->x.data + b * cin * cv->t_in, cv->t_in, cin, len, st + l->ctx_len * cin);
     total = l->ctx_len + len;
