@@ -21,6 +21,35 @@
  * its file, one window per file per epoch, in a fresh sequence each
  * (SEQ_START | SEQ_END); files shorter than the window are skipped with a
  * warning.
+ *
+ * Details of the lane metadata:
+ *   seq_id      manifest entry index + epoch * entries (unique over the run)
+ *   seq_name    the entry's key (manifest.h); NULL for an idle lane
+ *   pts         index of the block's first step in the file (window mode:
+ *               the window start, a multiple of window_align)
+ *   class_label id of the entry's LABEL column in the class set, -1 if none
+ *   labels      when the entry has an ALIGNMENT, the decoding is audio and
+ *               label_rate > 0: the frames at label_rate that START inside
+ *               the block's span [pts, pts+len), i.e. frames
+ *               [clapp_label_frame_count(pts), clapp_label_frame_count(pts+len))
+ *               (counted at the output rate), so blocks split a file's frames
+ *               without overlap and their concatenation is
+ *               clapp_alignment_frames() of the whole file (the last partial
+ *               frame included). label_pts is the first of them. Gaps in the
+ *               alignment give the silence id: "pau" in the set (added if the
+ *               set is not frozen), else -1. Owned by the source, valid with
+ *               the block. NULL otherwise.
+ * Label ids in a set that is not frozen are added by the decode thread: read
+ * such a set only after the source has ended.
+ *
+ * Failures: a file fails when it cannot be opened, a read fails (the lane
+ * then ends the sequence with what it has, flagged SEQ_END), it holds no
+ * media at all, its .phn file does not load, or, at the end of the file, its
+ * alignment runs more than 10 ms past the end of the audio (logged naming
+ * the .phn file and line; up to 10 ms is tolerated, flite's last pau runs
+ * ~5 ms over). Each is logged once as "PATH: reason" at CLAPP_LOG_ERROR and
+ * counted once; later epochs skip that entry silently. Files too short for
+ * the window are skipped with one warning and counted in neither count.
  */
 #ifndef CLAPP_CORE_SOURCE_H
 #define CLAPP_CORE_SOURCE_H
@@ -44,13 +73,20 @@ typedef struct clapp_source_params {
     uint64_t            seed;        /* window starts and shuffling */
     int                 shuffle;     /* shuffle manifest order per epoch */
     int32_t             epochs;      /* passes over the manifest */
+    clapp_labelset     *classes;     /* set for the LABEL column; NULL: the `labels` set of create
+                                      * (a frozen set refuses unknown class names at create) */
 } clapp_source_params;
 
 void clapp_source_default_params(clapp_source_params *p);
 
 typedef struct clapp_source clapp_source;
 
-/* The manifest and label set are borrowed and must outlive the source. */
+/* The manifest and label set(s) are borrowed and must outlive the source.
+ * `labels` may be NULL (no frame labels, no class labels unless
+ * p->classes is set). Returns 0, CLAPP_E_INVAL (bad parameters),
+ * CLAPP_E_FORMAT (a class label unknown to a frozen set, logged with the
+ * manifest line) or CLAPP_E_NOMEM. Allocates all block memory here:
+ * (queue + 1) blocks, one of them in the caller's hands. */
 int clapp_source_create(clapp_source **src, const clapp_source_params *p,
                         const clapp_manifest *m, clapp_labelset *labels,
                         const clapp_host *host);
@@ -62,8 +98,13 @@ void clapp_source_info(const clapp_source *src, clapp_stream_info *info);
 int clapp_source_start(clapp_source *src);
 
 /* Next block, valid until the next call or clapp_source_release().
- * Returns 1 with *blk set, 0 at the end (all lanes idle), <0 on fatal errors. */
+ * Returns 1 with *blk set, 0 at the end (all lanes idle), <0 on fatal errors
+ * (CLAPP_E_STATE before start). Blocks until the decode thread has one. */
 int clapp_source_next(clapp_source *src, const clapp_block **blk);
+
+/* Hand the block of the last clapp_source_next back early, so the decode
+ * thread can reuse its memory. */
+void clapp_source_release(clapp_source *src);
 
 /* Files that failed to open or decode so far. */
 int32_t clapp_source_failed_count(const clapp_source *src);
