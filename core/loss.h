@@ -62,6 +62,32 @@ int  clapp_loss_create(clapp_loss **loss, const clapp_loss_params *p, int64_t dz
 int  clapp_loss_compute(clapp_loss *loss, const clapp_block *z, const clapp_block *c,
                         clapp_tensor *grad_z, clapp_tensor *grad_c, clapp_loss_stats *st);
 
+/* The random draws of the last clapp_loss_compute, for tests and debugging
+ * (read-only views into the loss; valid until the next compute or destroy).
+ *
+ * Pair enumeration, shared by every mode: for step k = 1..K (index kk = k-1),
+ * lanes b = 0..B-1 in order, context t = lo[b] .. hi[b]-k-1, target t+k.
+ * pair_off[kk] is the running number of the first pair of step k, so pair i
+ * of step k has the global number pair_off[kk] + i; pair_off[K] = sum of P_k.
+ * Pool: every valid step (b, t < len_b of z) has the index pool_off[b] + t;
+ * negatives are pool indices.
+ * Halves: h = 0 is the pred half (or the only one), h = 1 the retro half. */
+typedef struct clapp_loss_draws {
+    int32_t        lanes;
+    int32_t        steps;         /* K */
+    int32_t        negatives;     /* N per pair (1 in CLAPP mode) */
+    int32_t        w0;            /* window start of this call (0 when no lane is longer than W) */
+    const int32_t *lo, *hi;       /* [lanes] positive range: t and t+k in [lo, hi) */
+    const int64_t *pool_off;      /* [lanes + 1] */
+    const int64_t *pair_off;      /* [K + 1] */
+    const int32_t *neg[2];        /* CLAPP-s/hinge-CPC/InfoNCE: [pair_off[K] * N], negative n of
+                                     pair p at neg[h][p * N + n] (independent draws per k) */
+    const uint8_t *lane_pos[2];   /* CLAPP: [lanes] 1 = this lane is positive in this call */
+    const int32_t *lane_r[2];     /* CLAPP: [K * lanes] r(b) for step kk at lane_r[h][kk * lanes + b] */
+} clapp_loss_draws;
+
+int  clapp_loss_last_draws(const clapp_loss *loss, clapp_loss_draws *d);
+
 /* Parameters: "W" [K, Dz, Dc] (and "W_retro" [K, Dc, Dz]) with gradients. */
 int  clapp_loss_tensors(clapp_loss *loss, const clapp_named_tensor **list, int32_t *count);
 
