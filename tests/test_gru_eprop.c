@@ -397,7 +397,7 @@ static void run_sched(fixture *f, const sched *sc, const streams *st, const char
                 for (int t = 0; t < len; t++)
                     I.in.x.data[(b * SD + d) * T + t] = st->x[b][pos[b] + t][d];
             memset(ln, 0, sizeof *ln);
-            ln->seq_id = b;
+            ln->seq_id = len > 0 ? b : -1;
             ln->flags = sc->flags[k][b];
             ln->len = len;
             ln->pts = seqpos[b];
@@ -451,23 +451,26 @@ static void run_sched(fixture *f, const sched *sc, const streams *st, const char
     inst_close(&I);
 }
 
-/* The main schedule: B = 2, T = 7, four blocks. Lane 0 runs one sequence but
- * the host calls reset(0) before block 2; lane 1 ends a sequence after 4
- * steps of block 1 and starts a new one (SEQ_START) in block 2. */
+/* The main schedule: B = 2, T = 7, five blocks. Lane 0 runs one sequence but
+ * the host calls reset(0) before block 3 (so traces are carried over two
+ * boundaries, 0->1->2, then 3->4); lane 1 ends a sequence after 4 steps of
+ * block 1, is idle (len 0) in block 2 and starts a new sequence (SEQ_START)
+ * in block 3 that ends with a partial block. */
 static void main_sched(sched *sc)
 {
     memset(sc, 0, sizeof *sc);
     sc->B = 2;
     sc->T = 7;
-    sc->nblk = 4;
-    for (int k = 0; k < 4; k++)
+    sc->nblk = 5;
+    for (int k = 0; k < 5; k++)
         sc->len[k][0] = sc->len[k][1] = 7;
     sc->len[1][1] = 4;
-    sc->len[3][1] = 6;
+    sc->len[2][1] = 0;
+    sc->len[4][1] = 6;
     sc->flags[0][0] = sc->flags[0][1] = CLAPP_LANE_SEQ_START;
     sc->flags[1][1] = CLAPP_LANE_SEQ_END;
-    sc->flags[2][1] = CLAPP_LANE_SEQ_START;
-    sc->reset_call[2][0] = 1;
+    sc->flags[3][1] = CLAPP_LANE_SEQ_START;
+    sc->reset_call[3][0] = 1;
 }
 
 /* Reference gradients of the whole run. stop_blocks = 0: gradient flows over
@@ -608,7 +611,7 @@ static void test_gru_forward_reference(void **state)
            o.S[1], unkept);
     assert_true(err < 2e-6);
     assert_true(unkept > 1e-2);
-    assert_int_equal(o.S[0], 28);
+    assert_int_equal(o.S[0], 35);
     assert_int_equal(o.S[1], 24);
 }
 
