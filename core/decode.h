@@ -53,8 +53,14 @@ int64_t clapp_decoder_read(clapp_decoder *dec, float *dst, int64_t max_frames, c
  * the original file); 0 if unknown or video. */
 int clapp_decoder_input_rate(const clapp_decoder *dec);
 
-/* Duration estimate in output frames, or -1 for live streams / unknown. */
+/* Duration estimate in output frames, or -1 for live streams / unknown
+ * (anything that cannot seek: pipes, standard input, network streams). */
 int64_t clapp_decoder_duration_frames(const clapp_decoder *dec);
+
+/* Decoding errors skipped so far (damaged packets the decoder rejected, as
+ * the ffmpeg CLI skips them). If nothing at all could be decoded, read
+ * reports CLAPP_E_FORMAT instead of the end. */
+int64_t clapp_decoder_error_count(const clapp_decoder *dec);
 
 void clapp_decoder_close(clapp_decoder *dec);
 
