@@ -44,10 +44,12 @@
  *
  * Failures: a file fails when it cannot be opened, a read fails (the lane
  * then ends the sequence with what it has, flagged SEQ_END), it holds no
- * media at all, its .phn file does not load, or, at the end of the file, its
- * alignment runs more than 10 ms past the end of the audio (logged naming
- * the .phn file and line; up to 10 ms is tolerated, flite's last pau runs
- * ~5 ms over). Each is logged once as "PATH: reason" at CLAPP_LOG_ERROR and
+ * media at all, or its .phn file does not load. In stream mode, at the end of
+ * a file (its data delivered and used), it also fails if the decoder skipped
+ * damaged packets, if it ended clearly short (> 10 % and > 0.25 s) of the
+ * duration its container announces (a cut file), or if its alignment runs
+ * more than 10 ms past the end of the audio (logged naming the .phn file and
+ * line; up to 10 ms is tolerated, flite's last pau runs ~5 ms over). Each is logged once as "PATH: reason" at CLAPP_LOG_ERROR and
  * counted once; later epochs skip that entry silently. Files too short for
  * the window are skipped with one warning and counted in neither count.
  */
