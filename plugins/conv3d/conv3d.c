@@ -1,0 +1,888 @@
+/* conv3d — a streaming 3-D convolution layer for video (PyTorch Conv3d
+ * semantics) with ReLU, optional BatchNorm3d and 1x3x3 max-pool inside the
+ * layer, and a local backward. 2-D images are the case kt = 1.
+ *
+ * Input [B, Cin, T, H, W], output [B, out, T_out, Ho, Wo] at rate/st. Order
+ * inside the layer, as the paper's video encoder (appendix Table 5):
+ *     conv -> ReLU -> BN (if bn) -> MaxPool 1x3x3 stride (1,2,2) (if pool).
+ *
+ * Time is streamed exactly as conv1d does it: per lane, the sequence is the
+ * frame sequence padded with pt zero frames at SEQ_START and pt at SEQ_END;
+ * output frame j reads padded frames [j*st, j*st + kt). Each forward emits
+ * every output frame whose kt frames are there and carries the unused tail
+ * (< kt frames) to the next block, so outputs do not depend on where blocks
+ * are cut. Space is ordinary zero padding (ph, pw).
+ *
+ * Compute: a table of frame pointers per lane (carried context, this block's
+ * input or an implicit zero frame) feeds im2col into cols [K, ncap], one
+ * column per (output frame, y, x), K = Cin*kt*kh*kw in the weight's own
+ * order, so the whole block is one GEMM pre[out, N] = W[out, K] . cols.
+ * Then bias, ReLU, BN and pool run channel by channel on the rows of pre.
+ *
+ * Backward (LEARN mode, from the cached forward): the output gradient goes to
+ * the argmax of each pool window, through BN with batch statistics (the full
+ * formula, x-hat recomputed from pre), through ReLU; dW += dA . cols^T
+ * straight into the weight gradient; grad_in gets W^T . dA scattered back
+ * (col2im) in chunks of frames, for this block's input frames only.
+ */
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clapp/plugin.h"
+
+#define CONV3D_DCOLS_FLOATS (4L << 20)  /* backward dcols chunk: ~16 MB */
+#define CONV3D_POOL_K 3                 /* MaxPool kernel (1, 3, 3) ... */
+#define CONV3D_POOL_S 2                 /* ... stride (1, 2, 2), no padding */
+
+enum { CONV3D_POOL_NONE = 0, CONV3D_POOL_1X3X3 = 1 };
+
+typedef struct conv3d_lane {
+    int64_t ctx_len;  /* carried padded frames, in ctx */
+    int64_t skip;     /* upcoming padded frames to drop (only when st > kt) */
+    int64_t emitted;  /* output frames emitted so far in this sequence */
+    /* The last forward, for backward: */
+    int64_t off;      /* first global output frame of this lane (column off * P) */
+    int64_t n;        /* output frames of this lane */
+    int64_t start;    /* padded frame where output 0's window begins */
+    int64_t base;     /* padded frame of input frame 0 (= carried context length) */
+    int64_t len;      /* input frames of the block */
+} conv3d_lane;
+
+typedef struct conv3d {
+    const clapp_host *host;
+    char             *name;
+    int64_t           out_ch, kt, kh, kw, st, sh, sw, pt, ph, pw;
+    int               relu, has_bias, bn, pool;
+    double            momentum, eps;
+    uint64_t          seed;
+    clapp_mode        mode;
+    int               configured;
+    int               cached;      /* the last forward kept what backward needs */
+
+    int64_t B, cin, t_in, H, W;    /* configured input */
+    int64_t hc, wc, P;             /* conv output plane, P = hc * wc */
+    int64_t ho, wo, Q;             /* layer output plane (after pool), Q = ho * wo */
+    int64_t t_out;                 /* output time capacity */
+    int64_t K;                     /* cin * kt * kh * kw */
+    int64_t HW, frame;             /* floats per input plane / per input frame (cin planes) */
+    int64_t ctx_cap;               /* max carried frames: max(kt - 1, pt) */
+    int64_t stage_rows;            /* ctx_cap + t_in + pt: padded frames of one lane and block */
+    int64_t max_frames;            /* B * t_out */
+    int64_t ncap;                  /* max_frames * P: leading dimension of cols/pre/act */
+    int64_t chunk;                 /* backward: output frames per dcols GEMM */
+    int64_t n_frames;              /* output frames of the last forward */
+
+    clapp_tensor       w, gw, b, gb, gamma, ggamma, beta, gbeta, rmean, rvar;
+    clapp_named_tensor list[6];
+    int32_t            n_list;
+
+    float        *cols;    /* [K, ncap] im2col columns */
+    float        *pre;     /* [out, ncap] conv + bias */
+    float        *act;     /* [out, ncap] after ReLU/BN; backward: dL/d(that) then dL/dpre */
+    int32_t      *arg;     /* [out, max_frames * Q] pool argmax within the plane */
+    float        *dcols;   /* [K, chunk * P] */
+    double       *mean;    /* [out] statistics the last forward normalised with */
+    double       *invstd;  /* [out] */
+    float        *ctx;     /* [B, ctx_cap, cin, H, W] carried frames per lane */
+    const float **fptr;    /* [stage_rows] one lane's padded frames (NULL: zero frame) */
+    int64_t      *fstr;    /* [stage_rows] their channel strides */
+    float       **gframes; /* [kt] backward: grad_in frames of one window (NULL: dropped) */
+    int64_t      *gstr;    /* [kt] their channel strides */
+    conv3d_lane  *lanes;
+} conv3d;
+
+static const clapp_param_desc conv3d_params[] = {
+    {"out", CLAPP_PARAM_INT, "64", 1, 65536, NULL, "output channels"},
+    {"kt", CLAPP_PARAM_INT, "1", 1, 4096, NULL, "kernel size in frames"},
+    {"kh", CLAPP_PARAM_INT, "3", 1, 4096, NULL, "kernel height"},
+    {"kw", CLAPP_PARAM_INT, "3", 1, 4096, NULL, "kernel width"},
+    {"st", CLAPP_PARAM_INT, "1", 1, 4096, NULL, "temporal stride (output rate = input rate / st)"},
+    {"sh", CLAPP_PARAM_INT, "1", 1, 4096, NULL, "vertical stride"},
+    {"sw", CLAPP_PARAM_INT, "1", 1, 4096, NULL, "horizontal stride"},
+    {"pt", CLAPP_PARAM_INT, "0", 0, 4096, NULL, "zero frames added at the start and end of each sequence"},
+    {"ph", CLAPP_PARAM_INT, "1", 0, 4096, NULL, "zero rows added above and below"},
+    {"pw", CLAPP_PARAM_INT, "1", 0, 4096, NULL, "zero columns added left and right"},
+    {"activation", CLAPP_PARAM_ENUM, "relu", 0, 0, "relu|none", "nonlinearity after the convolution"},
+    {"bias", CLAPP_PARAM_BOOL, "true", 0, 1, NULL, "learn a bias per output channel"},
+    {"bn", CLAPP_PARAM_BOOL, "false", 0, 1, NULL, "BatchNorm3d after the activation (Conv3d -> ReLU -> BN)"},
+    {"bn_momentum", CLAPP_PARAM_FLOAT, "0.1", 0, 1, NULL, "BatchNorm running-statistics momentum"},
+    {"bn_eps", CLAPP_PARAM_FLOAT, "1e-5", 0, 1, NULL, "BatchNorm epsilon added to the variance"},
+    {"pool", CLAPP_PARAM_ENUM, "none", 0, 0, "none|1x3x3", "max-pool last: 1x3x3, stride (1,2,2), no padding"},
+};
+#define CONV3D_N_PARAMS ((int32_t)(sizeof conv3d_params / sizeof conv3d_params[0]))
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                             */
+
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Standard normal by Box-Muller; u1 in (0, 1] so the log is finite. */
+static double normal01(uint64_t *state)
+{
+    double u1 = ((double)(splitmix64(state) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+    double u2 = (double)(splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static void *alloc_bytes(int64_t n)
+{
+    size_t bytes = (size_t)(n > 0 ? n : 1);
+    size_t rounded = (bytes + CLAPP_ALIGN - 1) / CLAPP_ALIGN * CLAPP_ALIGN;
+    return aligned_alloc(CLAPP_ALIGN, rounded);
+}
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* Output positions o in [0, n_out) whose input index o*s + d - p lies in [0, n_in):
+ * [*lo, *hi). Lets im2col/col2im skip the bounds test in the inner loop. */
+static void valid_range(int64_t n_out, int64_t n_in, int64_t s, int64_t d, int64_t p, int64_t *lo,
+                        int64_t *hi)
+{
+    int64_t a = p - d; /* need o*s >= a and o*s <= n_in - 1 + a */
+    int64_t l = a > 0 ? (a + s - 1) / s : 0;
+    int64_t h = n_in - 1 + a >= 0 ? (n_in - 1 + a) / s + 1 : 0;
+    *lo = min64(l, n_out);
+    *hi = min64(h, n_out);
+    if (*hi < *lo)
+        *hi = *lo;
+}
+
+/* Start a sequence: pt zero frames of left context, nothing emitted. */
+static void lane_restart(conv3d *cv, int64_t b)
+{
+    conv3d_lane *l = &cv->lanes[b];
+    l->ctx_len = cv->pt;
+    l->skip = 0;
+    l->emitted = 0;
+    memset(cv->ctx + b * cv->ctx_cap * cv->frame, 0, (size_t)(cv->pt * cv->frame) * sizeof(float));
+}
+
+static void free_scratch(conv3d *cv)
+{
+    free(cv->cols);
+    free(cv->pre);
+    free(cv->act);
+    free(cv->arg);
+    free(cv->dcols);
+    free(cv->mean);
+    free(cv->invstd);
+    free(cv->ctx);
+    free((void *)cv->fptr);
+    free(cv->fstr);
+    free(cv->gframes);
+    free(cv->gstr);
+    free(cv->lanes);
+    cv->cols = cv->pre = cv->act = cv->dcols = cv->ctx = NULL;
+    cv->arg = NULL;
+    cv->mean = cv->invstd = NULL;
+    cv->fptr = NULL;
+    cv->fstr = NULL;
+    cv->gframes = NULL;
+    cv->gstr = NULL;
+    cv->lanes = NULL;
+}
+
+static void free_params(conv3d *cv)
+{
+    clapp_tensor *all[] = {&cv->w, &cv->gw, &cv->b, &cv->gb, &cv->gamma, &cv->ggamma,
+                           &cv->beta, &cv->gbeta, &cv->rmean, &cv->rvar};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        clapp_tensor_free(all[i]);
+    cv->n_list = 0;
+}
+
+/* The paper's init: Kaiming-normal (fan_out, ReLU gain) weights, bias 0,
+ * BN gamma 1, beta 0, running mean 0, running var 1. */
+static int init_params(conv3d *cv)
+{
+    int64_t wshape[5] = {cv->out_ch, cv->cin, cv->kt, cv->kh, cv->kw};
+    int64_t cshape[1] = {cv->out_ch};
+    uint64_t state = cv->seed;
+    double std = sqrt(2.0 / (double)(cv->out_ch * cv->kt * cv->kh * cv->kw));
+    if (clapp_tensor_alloc_shape(&cv->w, 5, wshape) || clapp_tensor_alloc_shape(&cv->gw, 5, wshape))
+        return CLAPP_E_NOMEM;
+    for (int64_t i = 0; i < clapp_tensor_numel(&cv->w); i++)
+        cv->w.data[i] = (float)(std * normal01(&state));
+    cv->n_list = 0;
+    cv->list[cv->n_list++] = (clapp_named_tensor){"weight", &cv->w, &cv->gw};
+    if (cv->has_bias) {
+        if (clapp_tensor_alloc_shape(&cv->b, 1, cshape) || clapp_tensor_alloc_shape(&cv->gb, 1, cshape))
+            return CLAPP_E_NOMEM;
+        cv->list[cv->n_list++] = (clapp_named_tensor){"bias", &cv->b, &cv->gb};
+    }
+    if (cv->bn) {
+        if (clapp_tensor_alloc_shape(&cv->gamma, 1, cshape) ||
+            clapp_tensor_alloc_shape(&cv->ggamma, 1, cshape) ||
+            clapp_tensor_alloc_shape(&cv->beta, 1, cshape) ||
+            clapp_tensor_alloc_shape(&cv->gbeta, 1, cshape) ||
+            clapp_tensor_alloc_shape(&cv->rmean, 1, cshape) ||
+            clapp_tensor_alloc_shape(&cv->rvar, 1, cshape))
+            return CLAPP_E_NOMEM;
+        for (int64_t o = 0; o < cv->out_ch; o++) {
+            cv->gamma.data[o] = 1.0f;
+            cv->rvar.data[o] = 1.0f;
+        }
+        cv->list[cv->n_list++] = (clapp_named_tensor){"bn_weight", &cv->gamma, &cv->ggamma};
+        cv->list[cv->n_list++] = (clapp_named_tensor){"bn_bias", &cv->beta, &cv->gbeta};
+        cv->list[cv->n_list++] = (clapp_named_tensor){"running_mean", &cv->rmean, NULL};
+        cv->list[cv->n_list++] = (clapp_named_tensor){"running_var", &cv->rvar, NULL};
+    }
+    return CLAPP_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lifecycle                                                                 */
+
+static void conv3d_destroy(void *self)
+{
+    conv3d *cv = self;
+    if (!cv)
+        return;
+    free_scratch(cv);
+    free_params(cv);
+    free(cv->name);
+    free(cv);
+}
+
+static const clapp_param_value *param(const clapp_create_info *info, const char *key)
+{
+    return clapp_param_find(info->values, info->n_values, key);
+}
+
+static int64_t param_int(const clapp_create_info *info, const char *key, int64_t def)
+{
+    const clapp_param_value *v = param(info, key);
+    return v ? v->i : def;
+}
+
+static double param_float(const clapp_create_info *info, const char *key, double def)
+{
+    const clapp_param_value *v = param(info, key);
+    return v ? v->f : def;
+}
+
+static int conv3d_create(const clapp_create_info *info, void **self)
+{
+    conv3d *cv = calloc(1, sizeof *cv);
+    *self = cv;
+    if (!cv)
+        return CLAPP_E_NOMEM;
+    cv->host = info->host;
+    cv->name = strdup(info->instance_name ? info->instance_name : "conv3d");
+    if (!cv->name)
+        return CLAPP_E_NOMEM;
+    cv->out_ch = param_int(info, "out", 64);
+    cv->kt = param_int(info, "kt", 1);
+    cv->kh = param_int(info, "kh", 3);
+    cv->kw = param_int(info, "kw", 3);
+    cv->st = param_int(info, "st", 1);
+    cv->sh = param_int(info, "sh", 1);
+    cv->sw = param_int(info, "sw", 1);
+    cv->pt = param_int(info, "pt", 0);
+    cv->ph = param_int(info, "ph", 1);
+    cv->pw = param_int(info, "pw", 1);
+    cv->relu = param_int(info, "activation", 0) == 0;
+    cv->has_bias = param_int(info, "bias", 1) != 0;
+    cv->bn = param_int(info, "bn", 0) != 0;
+    cv->momentum = param_float(info, "bn_momentum", 0.1);
+    cv->eps = param_float(info, "bn_eps", 1e-5);
+    cv->pool = (int)param_int(info, "pool", CONV3D_POOL_NONE);
+    cv->seed = info->seed;
+    cv->mode = CLAPP_MODE_LEARN;
+    if (cv->out_ch < 1 || cv->kt < 1 || cv->kh < 1 || cv->kw < 1 || cv->st < 1 || cv->sh < 1 ||
+        cv->sw < 1 || cv->pt < 0 || cv->ph < 0 || cv->pw < 0) {
+        clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name,
+                       "conv3d: need out, kernel and stride >= 1 and padding >= 0 (got out=%lld "
+                       "kernel %lldx%lldx%lld stride %lldx%lldx%lld pad %lldx%lldx%lld)",
+                       (long long)cv->out_ch, (long long)cv->kt, (long long)cv->kh, (long long)cv->kw,
+                       (long long)cv->st, (long long)cv->sh, (long long)cv->sw, (long long)cv->pt,
+                       (long long)cv->ph, (long long)cv->pw);
+        return CLAPP_E_INVAL;
+    }
+    if (!(cv->momentum >= 0.0 && cv->momentum <= 1.0) || !(cv->eps > 0.0) ||
+        (cv->pool != CONV3D_POOL_NONE && cv->pool != CONV3D_POOL_1X3X3)) {
+        clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name,
+                       "conv3d: need bn_momentum in [0, 1], bn_eps > 0 and pool none|1x3x3 (got %g, %g, %d)",
+                       cv->momentum, cv->eps, cv->pool);
+        return CLAPP_E_INVAL;
+    }
+    return CLAPP_OK;
+}
+
+static int conv3d_configure(void *self, const clapp_stream_info *in, clapp_stream_info *out)
+{
+    conv3d *cv = self;
+    int64_t B, cin, H, W, hc, wc;
+    double cols_floats;
+    int rc;
+    if (!cv || !in || !out)
+        return CLAPP_E_INVAL;
+    if (in->ndim != 5 || in->shape[0] < 1 || in->shape[1] < 1 || in->shape[2] < 1 || in->shape[3] < 1 ||
+        in->shape[4] < 1) {
+        clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name,
+                       "conv3d: input must be [B, C, T, H, W] with positive sizes (got %d dims)", in->ndim);
+        return CLAPP_E_SHAPE;
+    }
+    B = in->shape[0];
+    cin = in->shape[1];
+    H = in->shape[3];
+    W = in->shape[4];
+    if (H + 2 * cv->ph < cv->kh || W + 2 * cv->pw < cv->kw) {
+        clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name,
+                       "conv3d: frame %lldx%lld with padding %lldx%lld is smaller than the kernel %lldx%lld",
+                       (long long)H, (long long)W, (long long)cv->ph, (long long)cv->pw, (long long)cv->kh,
+                       (long long)cv->kw);
+        return CLAPP_E_SHAPE;
+    }
+    hc = (H + 2 * cv->ph - cv->kh) / cv->sh + 1;
+    wc = (W + 2 * cv->pw - cv->kw) / cv->sw + 1;
+    if (cv->pool == CONV3D_POOL_1X3X3 && (hc < CONV3D_POOL_K || wc < CONV3D_POOL_K)) {
+        clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name,
+                       "conv3d: the convolution gives %lldx%lld planes, too small for the 1x3x3 pool",
+                       (long long)hc, (long long)wc);
+        return CLAPP_E_SHAPE;
+    }
+    cv->configured = 0;
+    cv->cached = 0;
+    free_scratch(cv);
+    /* Keep trained (or loaded) weights when only the block or frame size changes. */
+    if (!cv->w.data || cv->cin != cin) {
+        free_params(cv);
+        cv->cin = cin;
+        if ((rc = init_params(cv)) < 0)
+            goto nomem;
+    }
+    cv->B = B;
+    cv->t_in = in->shape[2];
+    cv->H = H;
+    cv->W = W;
+    cv->hc = hc;
+    cv->wc = wc;
+    cv->P = hc * wc;
+    if (cv->pool == CONV3D_POOL_1X3X3) {
+        cv->ho = (hc - CONV3D_POOL_K) / CONV3D_POOL_S + 1;
+        cv->wo = (wc - CONV3D_POOL_K) / CONV3D_POOL_S + 1;
+    } else {
+        cv->ho = hc;
+        cv->wo = wc;
+    }
+    cv->Q = cv->ho * cv->wo;
+    cv->K = cin * cv->kt * cv->kh * cv->kw;
+    cv->HW = H * W;
+    cv->frame = cin * cv->HW;
+    cv->ctx_cap = cv->kt - 1 > cv->pt ? cv->kt - 1 : cv->pt;
+    cv->stage_rows = cv->ctx_cap + cv->t_in + cv->pt;
+    /* Worst case per block: a full context, a full block and the end padding. */
+    cv->t_out = cv->stage_rows >= cv->kt ? (cv->stage_rows - cv->kt) / cv->st + 1 : 1;
+    cv->max_frames = B * cv->t_out;
+    cv->ncap = cv->max_frames * cv->P;
+    cols_floats = (double)cv->ncap * (double)(cv->K > cv->out_ch ? cv->K : cv->out_ch);
+    if ((double)cv->ncap > (double)INT_MAX || (double)cv->K > (double)INT_MAX || cols_floats > 4e9) {
+        clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name,
+                       "conv3d: block too large for im2col (%lld columns of %lld); use smaller blocks",
+                       (long long)cv->ncap, (long long)cv->K);
+        rc = CLAPP_E_NOMEM;
+        goto fail;
+    }
+    cv->chunk = CONV3D_DCOLS_FLOATS / (cv->K * cv->P);
+    if (cv->chunk < 1)
+        cv->chunk = 1;
+    if (cv->chunk > cv->t_out)
+        cv->chunk = cv->t_out;
+    cv->cols = alloc_bytes(cv->K * cv->ncap * (int64_t)sizeof(float));
+    cv->pre = alloc_bytes(cv->out_ch * cv->ncap * (int64_t)sizeof(float));
+    cv->act = alloc_bytes(cv->out_ch * cv->ncap * (int64_t)sizeof(float));
+    cv->arg = alloc_bytes(cv->pool ? cv->out_ch * cv->max_frames * cv->Q * (int64_t)sizeof(int32_t) : 0);
+    cv->dcols = alloc_bytes(cv->K * cv->chunk * cv->P * (int64_t)sizeof(float));
+    cv->mean = calloc((size_t)cv->out_ch, sizeof(double));
+    cv->invstd = calloc((size_t)cv->out_ch, sizeof(double));
+    cv->ctx = alloc_bytes(B * cv->ctx_cap * cv->frame * (int64_t)sizeof(float));
+    cv->fptr = calloc((size_t)cv->stage_rows, sizeof *cv->fptr);
+    cv->fstr = calloc((size_t)cv->stage_rows, sizeof *cv->fstr);
+    cv->gframes = calloc((size_t)cv->kt, sizeof *cv->gframes);
+    cv->gstr = calloc((size_t)cv->kt, sizeof *cv->gstr);
+    cv->lanes = calloc((size_t)B, sizeof *cv->lanes);
+    if (!cv->cols || !cv->pre || !cv->act || !cv->arg || !cv->dcols || !cv->mean || !cv->invstd ||
+        !cv->ctx || !cv->fptr || !cv->fstr || !cv->gframes || !cv->gstr || !cv->lanes)
+        goto nomem;
+    for (int64_t b = 0; b < B; b++)
+        lane_restart(cv, b);
+    memset(out, 0, sizeof *out);
+    out->ndim = 5;
+    out->shape[0] = B;
+    out->shape[1] = cv->out_ch;
+    out->shape[2] = cv->t_out;
+    out->shape[3] = cv->ho;
+    out->shape[4] = cv->wo;
+    out->rate = in->rate / (double)cv->st;
+    cv->configured = 1;
+    return CLAPP_OK;
+nomem:
+    clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name,
+                   "conv3d: out of memory for parameters or scratch (%lld columns x %lld)",
+                   (long long)cv->ncap, (long long)cv->K);
+    rc = CLAPP_E_NOMEM;
+fail:
+    free_scratch(cv);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* im2col / col2im                                                           */
+
+/* Columns of one output frame: dst[r * ld + y * wc + x] for kernel row
+ * r = ((c * kt + dt) * kh + dy) * kw + dx, reading padded frame `frames[dt]`
+ * (NULL: a zero frame) with channel stride `cstr[dt]`. */
+static void im2col_frame(const conv3d *cv, const float *const *frames, const int64_t *cstr, float *dst,
+                         int64_t ld)
+{
+    const int64_t hc = cv->hc, wc = cv->wc, H = cv->H, W = cv->W;
+    for (int64_t c = 0; c < cv->cin; c++)
+        for (int64_t dt = 0; dt < cv->kt; dt++) {
+            const float *plane = frames[dt] ? frames[dt] + c * cstr[dt] : NULL;
+            for (int64_t dy = 0; dy < cv->kh; dy++) {
+                int64_t y0, y1;
+                valid_range(hc, H, cv->sh, dy, cv->ph, &y0, &y1);
+                for (int64_t dx = 0; dx < cv->kw; dx++) {
+                    int64_t r = ((c * cv->kt + dt) * cv->kh + dy) * cv->kw + dx;
+                    float *row = dst + r * ld;
+                    int64_t x0, x1;
+                    if (!plane) {
+                        memset(row, 0, (size_t)(hc * wc) * sizeof(float));
+                        continue;
+                    }
+                    valid_range(wc, W, cv->sw, dx, cv->pw, &x0, &x1);
+                    memset(row, 0, (size_t)(y0 * wc) * sizeof(float));
+                    for (int64_t y = y0; y < y1; y++) {
+                        const float *src = plane + (y * cv->sh + dy - cv->ph) * W + dx - cv->pw;
+                        float *d = row + y * wc;
+                        memset(d, 0, (size_t)x0 * sizeof(float));
+                        if (cv->sw == 1)
+                            memcpy(d + x0, src + x0, (size_t)(x1 - x0) * sizeof(float));
+                        else
+                            for (int64_t x = x0; x < x1; x++)
+                                d[x] = src[x * cv->sw];
+                        memset(d + x1, 0, (size_t)(wc - x1) * sizeof(float));
+                    }
+                    memset(row + y1 * wc, 0, (size_t)((hc - y1) * wc) * sizeof(float));
+                }
+            }
+        }
+}
+
+/* The adjoint of im2col_frame: frames[dt][c * cstr[dt] + ...] += columns
+ * (NULL frames are not this block's input: their gradient is dropped). */
+static void col2im_frame(const conv3d *cv, float *const *frames, const int64_t *cstr, const float *src,
+                         int64_t ld)
+{
+    const int64_t hc = cv->hc, wc = cv->wc, H = cv->H, W = cv->W;
+    for (int64_t c = 0; c < cv->cin; c++)
+        for (int64_t dt = 0; dt < cv->kt; dt++) {
+            float *plane = frames[dt] ? frames[dt] + c * cstr[dt] : NULL;
+            if (!plane)
+                continue;
+            for (int64_t dy = 0; dy < cv->kh; dy++) {
+                int64_t y0, y1;
+                valid_range(hc, H, cv->sh, dy, cv->ph, &y0, &y1);
+                for (int64_t dx = 0; dx < cv->kw; dx++) {
+                    int64_t r = ((c * cv->kt + dt) * cv->kh + dy) * cv->kw + dx;
+                    const float *row = src + r * ld;
+                    int64_t x0, x1;
+                    valid_range(wc, W, cv->sw, dx, cv->pw, &x0, &x1);
+                    for (int64_t y = y0; y < y1; y++) {
+                        float *d = plane + (y * cv->sh + dy - cv->ph) * W + dx - cv->pw;
+                        const float *s = row + y * wc;
+                        for (int64_t x = x0; x < x1; x++)
+                            d[x * cv->sw] += s[x];
+                    }
+                }
+            }
+        }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Streaming forward                                                         */
+
+/* Lay out one lane's padded frames (context + new input [+ end padding]),
+ * write the im2col columns of its complete windows at global frame `off`,
+ * and advance its streaming state. Returns the number of output frames. */
+static int64_t lane_forward(conv3d *cv, int64_t b, const clapp_block *in, int64_t off)
+{
+    conv3d_lane *l = &cv->lanes[b];
+    const clapp_lane *meta = &in->lane[b];
+    const int64_t s = cv->st, k = cv->kt, frame = cv->frame, HW = cv->HW;
+    const int64_t len = meta->len;
+    const int end = (meta->flags & CLAPP_LANE_SEQ_END) != 0;
+    float *ctx = cv->ctx + b * cv->ctx_cap * frame;
+    const float *x = in->x.data + b * cv->cin * cv->t_in * HW;
+    int64_t total, start, avail, n, consumed, rest, old_ctx;
+
+    if (meta->flags & CLAPP_LANE_SEQ_START)
+        lane_restart(cv, b);
+    l->off = off;
+    if (meta->seq_id < 0 && len == 0 && !(meta->flags & CLAPP_LANE_SEQ_START)) {
+        /* Idle lane: no sequence, so no padding-only outputs (pt >= kt). */
+        l->n = l->len = l->start = l->base = 0;
+        return 0;
+    }
+    old_ctx = l->ctx_len;
+    total = old_ctx + len + (end ? cv->pt : 0);
+    for (int64_t i = 0; i < total; i++) {
+        if (i < old_ctx) {
+            cv->fptr[i] = ctx + i * frame;
+            cv->fstr[i] = HW;
+        } else if (i < old_ctx + len) {
+            cv->fptr[i] = x + (i - old_ctx) * HW;
+            cv->fstr[i] = cv->t_in * HW;
+        } else {
+            cv->fptr[i] = NULL;
+            cv->fstr[i] = 0;
+        }
+    }
+    start = min64(l->skip, total);
+    avail = total - start;
+    n = avail >= k ? (avail - k) / s + 1 : 0;
+    for (int64_t j = 0; j < n; j++)
+        im2col_frame(cv, cv->fptr + start + j * s, cv->fstr + start + j * s, cv->cols + (off + j) * cv->P,
+                     cv->ncap);
+
+    l->n = n;
+    l->start = start;
+    l->base = old_ctx;
+    l->len = len;
+    if (end) {
+        /* Ready for the next sequence even if its first block lacks SEQ_START. */
+        lane_restart(cv, b);
+        return n;
+    }
+    consumed = start + n * s;
+    l->skip = (l->skip - start) + (consumed > total ? consumed - total : 0);
+    rest = consumed < total ? total - consumed : 0;
+    /* Carry frames [consumed, total): the old context's tail moves to the front
+     * (forward memmove), then this block's frames are copied plane by plane. */
+    if (consumed < old_ctx)
+        memmove(ctx, ctx + consumed * frame, (size_t)((old_ctx - consumed) * frame) * sizeof(float));
+    for (int64_t i = consumed > old_ctx ? consumed : old_ctx; i < total; i++)
+        for (int64_t c = 0; c < cv->cin; c++)
+            memcpy(ctx + (i - consumed) * frame + c * HW, cv->fptr[i] + c * cv->fstr[i],
+                   (size_t)HW * sizeof(float));
+    l->ctx_len = rest;
+    l->emitted += n;
+    return n;
+}
+
+/* Row o of pre: v = act(pre) (the BN input), its batch or running statistics,
+ * then the normalised value in place. */
+static void channel_post(conv3d *cv, int64_t o, int64_t N)
+{
+    float *restrict a = cv->pre + o * cv->ncap;
+    float *restrict v = cv->act + o * cv->ncap;
+    const float bias = cv->has_bias ? cv->b.data[o] : 0.0f;
+    for (int64_t j = 0; j < N; j++) {
+        float z = a[j] + bias;
+        a[j] = z;
+        v[j] = cv->relu && z < 0.0f ? 0.0f : z;
+    }
+    if (!cv->bn)
+        return;
+    if (cv->mode == CLAPP_MODE_LEARN) {
+        double sum = 0.0, sq = 0.0, mean, var;
+        for (int64_t j = 0; j < N; j++)
+            sum += v[j];
+        mean = sum / (double)N;
+        for (int64_t j = 0; j < N; j++)
+            sq += ((double)v[j] - mean) * ((double)v[j] - mean);
+        var = sq / (double)N;
+        cv->mean[o] = mean;
+        cv->invstd[o] = 1.0 / sqrt(var + cv->eps);
+        /* PyTorch: the running variance takes the unbiased estimate. */
+        cv->rmean.data[o] = (float)((1.0 - cv->momentum) * cv->rmean.data[o] + cv->momentum * mean);
+        if (N > 1)
+            cv->rvar.data[o] = (float)((1.0 - cv->momentum) * cv->rvar.data[o] +
+                                       cv->momentum * sq / (double)(N - 1));
+    } else {
+        cv->mean[o] = cv->rmean.data[o];
+        cv->invstd[o] = 1.0 / sqrt((double)cv->rvar.data[o] + cv->eps);
+    }
+    {
+        const float mu = (float)cv->mean[o];
+        const float scale = (float)(cv->gamma.data[o] * cv->invstd[o]);
+        const float shift = cv->beta.data[o];
+        for (int64_t j = 0; j < N; j++)
+            v[j] = (v[j] - mu) * scale + shift;
+    }
+}
+
+/* 1x3x3 max-pool, stride 2, of one [hc, wc] plane; ties go to the first max. */
+static void pool_plane(const conv3d *cv, const float *src, float *dst, int32_t *arg)
+{
+    for (int64_t oy = 0; oy < cv->ho; oy++)
+        for (int64_t ox = 0; ox < cv->wo; ox++) {
+            int64_t i0 = oy * CONV3D_POOL_S * cv->wc + ox * CONV3D_POOL_S, best = i0;
+            for (int64_t dy = 0; dy < CONV3D_POOL_K; dy++)
+                for (int64_t dx = 0; dx < CONV3D_POOL_K; dx++) {
+                    int64_t i = i0 + dy * cv->wc + dx;
+                    if (src[i] > src[best])
+                        best = i;
+                }
+            dst[oy * cv->wo + ox] = src[best];
+            arg[oy * cv->wo + ox] = (int32_t)best;
+        }
+}
+
+static int conv3d_forward(void *self, const clapp_block *in, clapp_block *out)
+{
+    conv3d *cv = self;
+    int64_t F = 0, N, M;
+    if (!cv || !in || !out || !in->x.data || !out->x.data || !in->lane || !out->lane)
+        return CLAPP_E_INVAL;
+    if (!cv->configured) {
+        clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name, "conv3d: forward before configure");
+        return CLAPP_E_STATE;
+    }
+    M = cv->out_ch;
+    if (in->x.ndim != 5 || in->x.shape[0] != cv->B || in->x.shape[1] != cv->cin ||
+        in->x.shape[2] != cv->t_in || in->x.shape[3] != cv->H || in->x.shape[4] != cv->W ||
+        in->lanes != cv->B || out->x.ndim != 5 || out->x.shape[0] != cv->B || out->x.shape[1] != M ||
+        out->x.shape[2] != cv->t_out || out->x.shape[3] != cv->ho || out->x.shape[4] != cv->wo) {
+        clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name,
+                       "conv3d: block shape differs from the configured [%lld, %lld, %lld, %lld, %lld] -> "
+                       "[%lld, %lld, %lld, %lld, %lld]",
+                       (long long)cv->B, (long long)cv->cin, (long long)cv->t_in, (long long)cv->H,
+                       (long long)cv->W, (long long)cv->B, (long long)M, (long long)cv->t_out,
+                       (long long)cv->ho, (long long)cv->wo);
+        return CLAPP_E_SHAPE;
+    }
+    for (int64_t b = 0; b < cv->B; b++) {
+        if (in->lane[b].len < 0 || in->lane[b].len > cv->t_in) {
+            clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name,
+                           "conv3d: lane %lld has len %d outside [0, %lld]", (long long)b, in->lane[b].len,
+                           (long long)cv->t_in);
+            return CLAPP_E_SHAPE;
+        }
+    }
+    cv->cached = 0;
+    for (int64_t b = 0; b < cv->B; b++) {
+        int64_t pts = in->lane[b].flags & CLAPP_LANE_SEQ_START ? 0 : cv->lanes[b].emitted;
+        int64_t n = lane_forward(cv, b, in, F);
+        out->lane[b].len = (int32_t)n;
+        out->lane[b].pts = pts;
+        F += n;
+    }
+    cv->n_frames = F;
+    N = F * cv->P;
+    memset(out->x.data, 0, (size_t)clapp_tensor_numel(&out->x) * sizeof(float));
+    if (N == 0)
+        goto done;
+    /* The optimizer may have stepped the weights since the last block; the
+     * weight is read in place: its [out, Cin, kt, kh, kw] order is cols' K order. */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)cv->K, 1.0f, cv->w.data,
+                (int)cv->K, cv->cols, (int)cv->ncap, 0.0f, cv->pre, (int)cv->ncap);
+    for (int64_t o = 0; o < M; o++) {
+        const float *v = cv->act + o * cv->ncap;
+        channel_post(cv, o, N);
+        for (int64_t b = 0; b < cv->B; b++) {
+            const conv3d_lane *l = &cv->lanes[b];
+            for (int64_t j = 0; j < l->n; j++) {
+                int64_t f = l->off + j;
+                float *y = out->x.data + ((b * M + o) * cv->t_out + j) * cv->Q;
+                if (cv->pool)
+                    pool_plane(cv, v + f * cv->P, y, cv->arg + (o * cv->max_frames + f) * cv->Q);
+                else
+                    memcpy(y, v + f * cv->P, (size_t)cv->P * sizeof(float));
+            }
+        }
+    }
+done:
+    cv->cached = cv->mode == CLAPP_MODE_LEARN;
+    return CLAPP_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Local backward                                                            */
+
+/* dL/dpre of row o, in place in act (which holds dL/d(layer output before pool)). */
+static void channel_grad(conv3d *cv, int64_t o, int64_t N)
+{
+    float *restrict d = cv->act + o * cv->ncap;
+    const float *restrict a = cv->pre + o * cv->ncap;
+    if (cv->bn) {
+        /* Batch-statistics BN: dv = gamma*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)),
+         * with xhat recomputed from pre. */
+        const double mu = cv->mean[o], is = cv->invstd[o];
+        double sdy = 0.0, sdyx = 0.0, k1, k2, scale;
+        for (int64_t j = 0; j < N; j++) {
+            double v = cv->relu && a[j] < 0.0f ? 0.0 : (double)a[j];
+            sdy += d[j];
+            sdyx += (double)d[j] * (v - mu) * is;
+        }
+        cv->ggamma.data[o] += (float)sdyx;
+        cv->gbeta.data[o] += (float)sdy;
+        scale = (double)cv->gamma.data[o] * is;
+        k1 = sdy / (double)N;
+        k2 = sdyx / (double)N;
+        for (int64_t j = 0; j < N; j++) {
+            double v = cv->relu && a[j] < 0.0f ? 0.0 : (double)a[j];
+            d[j] = (float)(scale * ((double)d[j] - k1 - (v - mu) * is * k2));
+        }
+    }
+    if (cv->relu)
+        for (int64_t j = 0; j < N; j++)
+            d[j] = a[j] > 0.0f ? d[j] : 0.0f;
+    if (cv->has_bias) {
+        double sum = 0.0;
+        for (int64_t j = 0; j < N; j++)
+            sum += d[j];
+        cv->gb.data[o] += (float)sum;
+    }
+}
+
+static int conv3d_backward(void *self, const clapp_tensor *grad_out, clapp_tensor *grad_in)
+{
+    conv3d *cv = self;
+    int64_t M, N, K;
+    if (!cv || !grad_out || !grad_out->data)
+        return CLAPP_E_INVAL;
+    if (!cv->cached) {
+        clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name,
+                       "conv3d: backward without a learning-mode forward before it");
+        return CLAPP_E_STATE;
+    }
+    M = cv->out_ch;
+    N = cv->n_frames * cv->P;
+    K = cv->K;
+    if (grad_out->ndim != 5 || grad_out->shape[0] != cv->B || grad_out->shape[1] != M ||
+        grad_out->shape[2] != cv->t_out || grad_out->shape[3] != cv->ho || grad_out->shape[4] != cv->wo ||
+        (grad_in && (!grad_in->data || grad_in->ndim != 5 || grad_in->shape[0] != cv->B ||
+                     grad_in->shape[1] != cv->cin || grad_in->shape[2] != cv->t_in ||
+                     grad_in->shape[3] != cv->H || grad_in->shape[4] != cv->W))) {
+        clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name,
+                       "conv3d: gradient shapes differ from the configured output/input");
+        return CLAPP_E_SHAPE;
+    }
+    if (N == 0)
+        return CLAPP_OK;
+
+    /* dL/d(pre-pool values), gathered into the column layout of act. */
+    for (int64_t o = 0; o < M; o++) {
+        float *d = cv->act + o * cv->ncap;
+        if (cv->pool)
+            memset(d, 0, (size_t)N * sizeof(float));
+        for (int64_t b = 0; b < cv->B; b++) {
+            const conv3d_lane *l = &cv->lanes[b];
+            for (int64_t j = 0; j < l->n; j++) {
+                int64_t f = l->off + j;
+                const float *g = grad_out->data + ((b * M + o) * cv->t_out + j) * cv->Q;
+                float *dp = d + f * cv->P;
+                if (cv->pool) {
+                    const int32_t *arg = cv->arg + (o * cv->max_frames + f) * cv->Q;
+                    for (int64_t q = 0; q < cv->Q; q++)
+                        dp[arg[q]] += g[q];
+                } else {
+                    memcpy(dp, g, (size_t)cv->P * sizeof(float));
+                }
+            }
+        }
+        channel_grad(cv, o, N);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)K, (int)N, 1.0f, cv->act, (int)cv->ncap,
+                cv->cols, (int)cv->ncap, 1.0f, cv->gw.data, (int)K);
+
+    if (!grad_in)
+        return CLAPP_OK;
+    for (int64_t b = 0; b < cv->B; b++) {
+        const conv3d_lane *l = &cv->lanes[b];
+        float *gx = grad_in->data + b * cv->cin * cv->t_in * cv->HW;
+        for (int64_t j0 = 0; j0 < l->n; j0 += cv->chunk) {
+            int64_t c = min64(l->n - j0, cv->chunk), ld = c * cv->P;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)ld, (int)M, 1.0f, cv->w.data,
+                        (int)K, cv->act + (l->off + j0) * cv->P, (int)cv->ncap, 0.0f, cv->dcols, (int)ld);
+            for (int64_t j = j0; j < j0 + c; j++) {
+                /* Only this block's input frames: carried context and padding are dropped. */
+                int64_t first = l->start + j * cv->st;
+                for (int64_t dt = 0; dt < cv->kt; dt++) {
+                    int64_t i = first + dt - l->base;
+                    cv->gframes[dt] = i >= 0 && i < l->len ? gx + i * cv->HW : NULL;
+                    cv->gstr[dt] = cv->t_in * cv->HW;
+                }
+                col2im_frame(cv, cv->gframes, cv->gstr, cv->dcols + (j - j0) * cv->P, ld);
+            }
+        }
+    }
+    return CLAPP_OK;
+}
+
+static int conv3d_reset(void *self, int32_t lane)
+{
+    conv3d *cv = self;
+    if (!cv || !cv->configured)
+        return cv ? CLAPP_E_STATE : CLAPP_E_INVAL;
+    if (lane >= cv->B) {
+        clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name, "conv3d: reset of lane %d, only %lld lanes", lane,
+                       (long long)cv->B);
+        return CLAPP_E_INVAL;
+    }
+    for (int64_t b = lane < 0 ? 0 : lane; b < (lane < 0 ? cv->B : lane + 1); b++)
+        lane_restart(cv, b);
+    return CLAPP_OK;
+}
+
+static int conv3d_tensors(void *self, const clapp_named_tensor **list, int32_t *count)
+{
+    conv3d *cv = self;
+    if (!cv || !list || !count)
+        return CLAPP_E_INVAL;
+    if (!cv->w.data) {
+        clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name, "conv3d: tensors before configure");
+        return CLAPP_E_STATE;
+    }
+    *list = cv->list;
+    *count = cv->n_list;
+    return CLAPP_OK;
+}
+
+static int conv3d_set_mode(void *self, clapp_mode mode)
+{
+    conv3d *cv = self;
+    if (!cv || (mode != CLAPP_MODE_LEARN && mode != CLAPP_MODE_FROZEN))
+        return CLAPP_E_INVAL;
+    cv->mode = mode;
+    cv->cached = 0;
+    return CLAPP_OK;
+}
+
+static const clapp_plugin_desc conv3d_desc = {
+    .struct_size = sizeof(clapp_plugin_desc),
+    .id = "conv3d",
+    .version = "1.0.0",
+    .kind = CLAPP_KIND_LAYER,
+    .help = "streaming 3-D convolution (video; kt=1 for images) + ReLU [+ BatchNorm3d] [+ 1x3x3 max-pool], "
+            "local backward",
+    .params = conv3d_params,
+    .n_params = CONV3D_N_PARAMS,
+    .create = conv3d_create,
+    .destroy = conv3d_destroy,
+    .configure = conv3d_configure,
+    .forward = conv3d_forward,
+    .backward = conv3d_backward,
+    .reset = conv3d_reset,
+    .tensors = conv3d_tensors,
+    .set_mode = conv3d_set_mode,
+    .finish = NULL,
+};
+
+CLAPP_PLUGIN_ENTRY(&conv3d_desc);
