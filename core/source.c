@@ -635,12 +635,18 @@ int clapp_source_create(clapp_source **out, const clapp_source_params *p,
     src->want_labels = labels && p->label_rate > 0 && p->decode.kind == CLAPP_MEDIA_AUDIO;
     src->silence = -1;
     if (src->want_labels) {
-        src->silence = clapp_labelset_find(labels, "pau");
+        static const char *const silence_names[] = {"pau", "sil", "h#", "_"};
+        for (size_t i = 0; i < 4 && src->silence < 0; i++)
+            src->silence = clapp_labelset_find(labels, silence_names[i]);
         if (src->silence < 0 && !labels->frozen) {
+            /* Gaps and the usual silence names then share one id. */
             rc = clapp_labelset_add(labels, "pau");
             if (rc < 0)
                 goto nomem;
             src->silence = rc;
+            for (size_t i = 1; i < 4; i++)
+                if (clapp_labelset_alias(labels, silence_names[i], "pau") == CLAPP_E_NOMEM)
+                    goto nomem;
         }
         /* Frames starting inside T steps: at most ceil(T * lr / rate) + 1. */
         src->label_cap = clapp_label_frame_count(T, p->label_rate, p->decode.rate) + 1;

@@ -36,9 +36,10 @@
  *               without overlap and their concatenation is
  *               clapp_alignment_frames() of the whole file (the last partial
  *               frame included). label_pts is the first of them. Gaps in the
- *               alignment give the silence id: "pau" in the set (added if the
- *               set is not frozen), else -1. Owned by the source, valid with
- *               the block. NULL otherwise.
+ *               alignment give the silence id: the first of "pau", "sil",
+ *               "h#", "_" the set knows; if none and the set is not frozen,
+ *               "pau" is added with the other three as its aliases; else -1.
+ *               Owned by the source, valid with the block. NULL otherwise.
  * Label ids in a set that is not frozen are added by the decode thread: read
  * such a set only after the source has ended.
  *
