@@ -212,7 +212,14 @@ static int open_ffmpeg(clapp_decoder *dec, const char *url)
     }
     idx = av_find_best_stream(dec->fmt, type, -1, -1, &codec, 0);
     if (idx == AVERROR_STREAM_NOT_FOUND) {
-        ret = dec_fail(dec, CLAPP_E_FORMAT, "no %s stream", what);
+        /* A stream of the kind may exist whose parameters could not be read. */
+        int present = 0;
+        for (unsigned i = 0; i < dec->fmt->nb_streams; i++)
+            present |= dec->fmt->streams[i]->codecpar->codec_type == type;
+        if (present)
+            ret = dec_fail(dec, CLAPP_E_FORMAT, "truncated or corrupt data (%s stream parameters unreadable)", what);
+        else
+            ret = dec_fail(dec, CLAPP_E_FORMAT, "no %s stream", what);
         goto fail;
     }
     if (idx < 0 || !codec) {
@@ -875,9 +882,13 @@ int64_t clapp_decoder_read(clapp_decoder *dec, float *dst, int64_t max_frames, c
         return n;
     }
     /* The end: a stream of which nothing could be decoded is an error. */
-    if (dec->n_out == 0 && dec->n_errors > 0) {
-        dec_fail(dec, CLAPP_E_FORMAT, "truncated or corrupt data, nothing decoded (%" PRId64 " errors, last: %s)",
-                 dec->n_errors, dec->last_error);
+    if (dec->n_out == 0) {
+        if (dec->n_errors > 0)
+            dec_fail(dec, CLAPP_E_FORMAT, "truncated or corrupt data, nothing decoded (%" PRId64 " errors, last: %s)",
+                     dec->n_errors, dec->last_error);
+        else
+            dec_fail(dec, CLAPP_E_FORMAT, "truncated or corrupt data, no %s decoded",
+                     dec->p.kind == CLAPP_MEDIA_VIDEO ? "video frame" : "audio");
         set_err(err, errlen, "%s", dec->err_msg);
         return dec->err_code;
     }

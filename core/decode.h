@@ -58,8 +58,10 @@ int clapp_decoder_input_rate(const clapp_decoder *dec);
 int64_t clapp_decoder_duration_frames(const clapp_decoder *dec);
 
 /* Decoding errors skipped so far (damaged packets the decoder rejected, as
- * the ffmpeg CLI skips them). If nothing at all could be decoded, read
- * reports CLAPP_E_FORMAT instead of the end. */
+ * the ffmpeg CLI skips them). A stream of which nothing at all could be
+ * decoded ends with CLAPP_E_FORMAT instead of 0 ("truncated or corrupt
+ * data, nothing decoded (...)"). A truncated file delivers its decodable
+ * prefix, then 0. */
 int64_t clapp_decoder_error_count(const clapp_decoder *dec);
 
 void clapp_decoder_close(clapp_decoder *dec);
