@@ -169,6 +169,9 @@ int clapp_checkpoint_save(const clapp_graph *g, const char *path,
         goto done;
     }
     fd = mkstemp(tmp);
+    /* mkstemp makes the file private; a checkpoint is an ordinary output file. */
+    if (fd >= 0)
+        fchmod(fd, 0644);
     if (fd < 0) {
         snprintf(err, errlen, "%s: cannot create a temporary file next to it (%s)", path, strerror(errno));
         rc = CLAPP_E_IO;
@@ -260,7 +263,8 @@ static int ckpt_open(ckpt_file *cf, const char *path, char *err, size_t errlen)
         return CLAPP_E_FORMAT;
     }
     text[hlen] = 0;
-    cf->hdr = cJSON_Parse(text);
+    /* Trailing garbage after the object is corruption too (padding spaces are fine). */
+    cf->hdr = cJSON_ParseWithOpts(text, NULL, 1);
     free(text);
     if (!cJSON_IsObject(cf->hdr)) {
         snprintf(err, errlen, "%s: corrupt checkpoint header (not a JSON object)", path);

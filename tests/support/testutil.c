@@ -39,14 +39,18 @@ int tu_run(const char *fmt, ...)
     va_end(ap);
     if (rc < 0)
         return -1;
-    if (asprintf(&full, "%s > /tmp/clapp-tu-last.log 2>&1", cmd) < 0) {
+    /* The command's own redirections stay inside the parentheses. */
+    if (asprintf(&full, "(%s) > /tmp/clapp-tu-%d.log 2>&1", cmd, (int)getpid()) < 0) {
         free(cmd);
         return -1;
     }
     rc = system(full);
     if (rc != 0) {
+        char tail[128];
         fprintf(stderr, "command failed (%d): %s\n", rc, cmd);
-        system("tail -5 /tmp/clapp-tu-last.log >&2");
+        snprintf(tail, sizeof tail, "tail -5 /tmp/clapp-tu-%d.log >&2", (int)getpid());
+        if (system(tail) != 0)
+            fprintf(stderr, "(no output)\n");
     }
     free(cmd);
     free(full);

@@ -42,9 +42,9 @@ static double sgemm_peak_gflops(void)
     float *c = aligned_alloc(64, sizeof(float) * m * n);
     double best = 0;
     for (int i = 0; i < m * k; i++)
-        a[i] = (float)((i * 7919) % 1000) * 1e-3f;
+        a[i] = (float)(((int64_t)i * 7919) % 1000) * 1e-3f;
     for (int i = 0; i < k * n; i++)
-        b[i] = (float)((i * 104729) % 1000) * 1e-3f;
+        b[i] = (float)(((int64_t)i * 104729) % 1000) * 1e-3f;
     for (int r = 0; r < 8; r++) {
         double t0 = now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a, k, b, n, 0.0f, c, n);
