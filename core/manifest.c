@@ -36,8 +36,8 @@ static char *resolve(const char *dir, const char *p)
         return strdup(p);
     n = strlen(dir) + strlen(p) + 2;
     out = malloc(n);
-    if (out)
-        snprintf(out, n, "%s/%s", dir, p);
+    if (out)   /* a manifest in "/" has dir "/": no double slash */
+        snprintf(out, n, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", p);
     return out;
 }
 

@@ -1,6 +1,7 @@
 /* The source element: manifest entries decoded into blocks of B lanes, by a
  * decode thread that runs ahead of compute through a bounded ring of
  * preallocated blocks. See source.h for the contract. */
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -217,6 +218,14 @@ static int64_t read_steps(clapp_decoder *dec, float *dst, int64_t want, int64_t 
     return n;
 }
 
+/* Index of the label frame that holds step n: floor(n * label_rate / rate),
+ * with the same tolerance as clapp_label_frame_count. */
+static int64_t label_frame_floor(int64_t n, double label_rate, double rate)
+{
+    double x = (double)n * label_rate / rate;
+    return (int64_t)floor(x + 1e-9 * (x > 1 ? x : 1));
+}
+
 /* Copy n staged steps into lane b of the block, fill the lane's labels. */
 static void lane_emit(clapp_source *src, clapp_block *blk, int32_t b, lane_state *st, int64_t n,
                       int64_t pts, uint32_t flags)
@@ -242,7 +251,9 @@ static void lane_emit(clapp_source *src, clapp_block *blk, int32_t b, lane_state
     L->class_label = src->class_ids[st->entry];
     if (st->has_ali) {
         const double lr = src->p.label_rate, rate = src->p.decode.rate;
-        int64_t first = clapp_label_frame_count(pts, lr, rate);
+        /* Frames overlapping the span: from the one holding step pts to the
+         * last one starting before pts + n. */
+        int64_t first = label_frame_floor(pts, lr, rate);
         int64_t last = clapp_label_frame_count(pts + n, lr, rate);
         int32_t *lab = src->label_mem + (size_t)((blk - src->slots) * src->p.lanes + b) *
                                            (size_t)src->label_cap;
@@ -648,7 +659,7 @@ int clapp_source_create(clapp_source **out, const clapp_source_params *p,
                 if (clapp_labelset_alias(labels, silence_names[i], "pau") == CLAPP_E_NOMEM)
                     goto nomem;
         }
-        /* Frames starting inside T steps: at most ceil(T * lr / rate) + 1. */
+        /* Frames overlapping T steps: at most ceil(T * lr / rate) + 1. */
         src->label_cap = clapp_label_frame_count(T, p->label_rate, p->decode.rate) + 1;
     }
 

@@ -29,11 +29,13 @@
  *               the window start, a multiple of window_align)
  *   class_label id of the entry's LABEL column in the class set, -1 if none
  *   labels      when the entry has an ALIGNMENT, the decoding is audio and
- *               label_rate > 0: the frames at label_rate that START inside
- *               the block's span [pts, pts+len), i.e. frames
- *               [clapp_label_frame_count(pts), clapp_label_frame_count(pts+len))
- *               (counted at the output rate), so blocks split a file's frames
- *               without overlap and their concatenation is
+ *               label_rate > 0: the frames at label_rate that COVER the
+ *               block's span [pts, pts+len) (steps at the output rate R):
+ *               frames floor(pts*lr/R) .. ceil((pts+len)*lr/R) - 1, so the
+ *               label of any step t of the block is
+ *               labels[floor((pts+t+0.5)*lr/R) - label_pts]. Neighbouring
+ *               blocks share a frame when a boundary falls inside it;
+ *               placed at label_pts, the blocks' labels rebuild
  *               clapp_alignment_frames() of the whole file (the last partial
  *               frame included). label_pts is the first of them. Gaps in the
  *               alignment give the silence id: the first of "pau", "sil",

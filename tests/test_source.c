@@ -240,14 +240,27 @@ static void run_source(const clapp_source_params *sp, const char *manifest_path,
                            (size_t)hw * sizeof(float));
             s->n += L->len;
             if (L->labels) {
-                assert_int_equal(L->label_pts, s->n_lab);
-                if (s->n_lab + L->n_labels > s->cap_lab) {
-                    s->cap_lab = (s->n_lab + L->n_labels) * 2 + 16;
+                /* The frames covering [pts, pts+len) at R = rate steps/s:
+                 * floor(pts*lr/R) .. ceil((pts+len)*lr/R) - 1 (integer rates). */
+                const int64_t lr = (int64_t)sp->label_rate, R = sp->decode.rate;
+                const int64_t end = L->label_pts + L->n_labels;
+                assert_int_equal(L->label_pts, L->pts * lr / R);
+                assert_int_equal(end, ((L->pts + L->len) * lr + R - 1) / R);
+                /* Continues the sequence: at most the boundary frame repeats,
+                 * with the same label. */
+                assert_true(L->label_pts == s->n_lab || L->label_pts == s->n_lab - 1);
+                if (L->label_pts < s->n_lab && L->n_labels > 0)
+                    assert_int_equal(L->labels[0], s->lab[L->label_pts]);
+                if (end > s->cap_lab) {
+                    s->cap_lab = end * 2 + 16;
                     s->lab = realloc(s->lab, (size_t)s->cap_lab * sizeof(int32_t));
                     assert_non_null(s->lab);
                 }
-                memcpy(s->lab + s->n_lab, L->labels, (size_t)L->n_labels * sizeof(int32_t));
-                s->n_lab += L->n_labels;
+                if (end > s->n_lab) {
+                    memcpy(s->lab + L->label_pts, L->labels,
+                           (size_t)L->n_labels * sizeof(int32_t));
+                    s->n_lab = end;
+                }
             } else {
                 assert_int_equal(L->n_labels, 0);
             }
