@@ -190,6 +190,14 @@ static int open_ffmpeg(clapp_decoder *dec, const char *url)
         goto fail;
     }
 
+    /* Never seeking, we need no growing seek index: cap it early (the
+     * default cap is 1 MB, reached with reallocations in the steady state). */
+    dec->fmt = avformat_alloc_context();
+    if (!dec->fmt) {
+        ret = dec_fail(dec, CLAPP_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    dec->fmt->max_index_size = 1 << 14;
     ret = avformat_open_input(&dec->fmt, ffurl, NULL, NULL);
     if (ret < 0) {
         if (ret == AVERROR(ENOENT))
