@@ -587,7 +587,9 @@ static int swr_push(clapp_decoder *dec, const uint8_t **in, int n_in)
 {
     char eb[128];
     int  want = swr_get_out_samples(dec->swr, n_in);
-    int  ret = fifo_reserve(dec, want);
+    if (want < 0)
+        return dec_fail(dec, CLAPP_E_INTERNAL, "resampler failed (%s)", av_errstr(want, eb, sizeof(eb)));
+    int ret = fifo_reserve(dec, want);
     if (ret < 0)
         return ret;
     uint8_t *o = (uint8_t *)(dec->fifo + dec->fifo_len);

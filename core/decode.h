@@ -1,11 +1,20 @@
 /* clapp core — media decoders: one file or URL in, float frames out.
  *
- * Audio: mono float32 samples at the requested rate (FFmpeg + libswresample;
- * libsndfile for the formats it reads when backend is SNDFILE or AUTO finds it
- * there first). Video: frames of C*H*W float32 in [0, 1] (C = 1 gray, 3 RGB,
- * planar, row-major), scaled with libswscale to width x height and converted
- * to the requested frame rate on pts (frames dropped/duplicated like
- * ffmpeg's fps filter).
+ * Audio: mono float32 samples at the requested rate, equal to what
+ * `ffmpeg -i IN -ac 1 -ar RATE -f f32le` writes (same sample count; encoder
+ * delay/padding dropped as the CLI does; stereo downmix (L + R) / sqrt(2),
+ * libswresample's default matrix). The libsndfile backend (SNDFILE, or AUTO
+ * when FFmpeg cannot open a file) feeds its samples through the same
+ * libswresample conversion, so both backends agree on wav/flac.
+ * Video: frames of C*H*W float32 in [0, 1] (C = 1 gray, 3 RGB, planar,
+ * row-major), equal to `ffmpeg -i IN -vf fps=F,scale=W:H,format=gray`
+ * (format=gbrp for RGB): frames dropped/duplicated on pts by the fps filter's
+ * rule, scaled bicubic with libswscale. (Damaged video decoded by the CLI
+ * with several threads may be concealed differently; with -threads 1 it
+ * matches.)
+ *
+ * Memory is bounded by one decoded frame plus the caller's buffer; nothing
+ * is buffered ahead and nothing is ever seeked (pipes and live URLs work).
  *
  * Errors: every call that can fail fills `err` with one line that names the
  * file and the cause, e.g. "a.mp3: truncated or corrupt data (Invalid data

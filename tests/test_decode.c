@@ -238,12 +238,10 @@ static int setup_media(void **state)
         "-filter_complex '[0][1]amerge=inputs=2' '%s/st44.wav'",
         "ffmpeg -v error -y -f lavfi -i sine=f=1000:r=48000:d=2.5 -f lavfi -i anoisesrc=r=48000:d=2.5:a=0.2:seed=2 "
         "-filter_complex '[0][1]amerge=inputs=2,aformat=channel_layouts=stereo' '%s/st48.wav'",
-        "ffmpeg -v error -y -i '%1$s/st44.wav' '%1$s/st44.flac'",
-        "ffmpeg -v error -y -i '%1$s/st48.wav' '%1$s/st48.flac'",
-        "ffmpeg -v error -y -i '%1$s/st44.wav' -c:a libmp3lame -b:a 128k '%1$s/st44.mp3'",
-        "ffmpeg -v error -y -i '%1$s/st48.wav' -c:a libvorbis '%1$s/st48.ogg'",
-        "ffmpeg -v error -y -i '%1$s/st48.wav' -c:a libopus '%1$s/st48.opus'",
-        "ffmpeg -v error -y -i '%1$s/st44.wav' -c:a aac '%1$s/st44.m4a'",
+        "ffmpeg -v error -y -i '%1$s/st44.wav' '%1$s/st44.flac' -c:a libmp3lame -b:a 128k '%1$s/st44.mp3' "
+        "-c:a aac '%1$s/st44.m4a'",
+        "ffmpeg -v error -y -i '%1$s/st48.wav' '%1$s/st48.flac' -c:a libvorbis '%1$s/st48.ogg' "
+        "-c:a libopus '%1$s/st48.opus'",
         "ffmpeg -v error -y -f lavfi -i testsrc2=s=160x120:r=25:d=2 -c:v libx264 -pix_fmt yuv420p '%s/h264.mp4'",
         "ffmpeg -v error -y -f lavfi -i mandelbrot=s=160x120:r=25 -t 1.96 -c:v mpeg4 '%s/mpeg4.avi'",
         "ffmpeg -v error -y -f lavfi -i testsrc2=s=160x120:r=25:d=1.88 -c:v libvpx-vp9 -deadline realtime "
