@@ -52,7 +52,11 @@ struct clapp_loss {
     int32_t *lane_r[2];            /* [K * B] */
 
     /* work */
-    float *Zw, *dZw;               /* [B*tcap, Dz] */
+    int32_t *zrow;                 /* [B*tcap] pool index -> gathered z row, -1: not referenced */
+    int32_t *zlist;                /* [B*tcap] pool indices of the gathered rows, ascending */
+    int64_t *zl_off;               /* [B + 1] first zlist entry of a lane */
+    int64_t  nref, ns;             /* gathered z rows, contexts */
+    float *Zw, *dZw;               /* [B*tcap, Dz], first nref rows used */
     float *S, *dS;                 /* [ns_cap, Dc] */
     float *PT, *dPT;               /* [ns_cap, K*Dz] */
 };
@@ -164,7 +168,7 @@ int clapp_loss_create(clapp_loss **out, const clapp_loss_params *p, int64_t dz, 
 {
     clapp_loss *L = NULL;
     int rc = CLAPP_OK;
-    int64_t pool_cap, ns_cap, pairs_cap;
+    int64_t pool_cap, ns_cap;
     uint64_t sm;
 
     if (!out || !p)
@@ -220,7 +224,6 @@ int clapp_loss_create(clapp_loss **out, const clapp_loss_params *p, int64_t dz, 
 
     pool_cap = (int64_t)lanes * t_cap;
     ns_cap = (int64_t)lanes * L->weff;
-    pairs_cap = ns_cap * L->K;
     L->lo = xalloc(sizeof(int32_t) * (size_t)lanes);
     L->hi = xalloc(sizeof(int32_t) * (size_t)lanes);
     L->act = xalloc(sizeof(int32_t) * (size_t)lanes);
@@ -237,12 +240,17 @@ int clapp_loss_create(clapp_loss **out, const clapp_loss_params *p, int64_t dz, 
             if (!L->lane_pos[h] || !L->lane_r[h])
                 LOSS_ERR(CLAPP_E_NOMEM, "out of memory");
         } else {
-            L->neg[h] = xalloc(sizeof(int32_t) * (size_t)(pairs_cap * L->N));
+            L->neg[h] = xalloc(sizeof(int32_t) * (size_t)(ns_cap * L->N));
             if (!L->neg[h])
                 LOSS_ERR(CLAPP_E_NOMEM, "out of memory for %lld negative indices",
-                         (long long)(pairs_cap * L->N));
+                         (long long)(ns_cap * L->N));
         }
     }
+    L->zrow = xalloc(sizeof(int32_t) * (size_t)pool_cap);
+    L->zlist = xalloc(sizeof(int32_t) * (size_t)pool_cap);
+    L->zl_off = xalloc(sizeof(int64_t) * (size_t)(lanes + 1));
+    if (!L->zrow || !L->zlist || !L->zl_off)
+        LOSS_ERR(CLAPP_E_NOMEM, "out of memory");
     L->Zw = xalloc(sizeof(float) * (size_t)(pool_cap * dz));
     L->dZw = xalloc(sizeof(float) * (size_t)(pool_cap * dz));
     L->S = xalloc(sizeof(float) * (size_t)(ns_cap * dc));
@@ -279,6 +287,9 @@ void clapp_loss_destroy(clapp_loss *L)
         free(L->lane_pos[h]);
         free(L->lane_r[h]);
     }
+    free(L->zrow);
+    free(L->zlist);
+    free(L->zl_off);
     free(L->Zw);
     free(L->dZw);
     free(L->S);
@@ -310,6 +321,8 @@ int clapp_loss_last_draws(const clapp_loss *L, clapp_loss_draws *d)
     d->hi = L->hi;
     d->pool_off = L->pool_off;
     d->pair_off = L->pair_off;
+    d->contexts = L->ns;
+    d->ctx_off = L->src_off;
     for (int h = 0; h < 2; h++) {
         d->neg[h] = L->neg[h];
         d->lane_pos[h] = L->lane_pos[h];
@@ -332,29 +345,82 @@ static int block_dims(const clapp_tensor *x, int64_t *d, int64_t *sp)
     return 0;
 }
 
-/* Copy steps [t0, t1) of lane b of x [B, C, T, sp] into rows [t1-t0, C*sp]. */
-static void gather_rows(const clapp_tensor *x, int64_t sp, int b, int64_t t0, int64_t t1, float *rows)
+/* Copy steps of lane b of x [B, C, T, sp] into rows [n, C*sp]: row i holds
+ * step list[i] - base (or t0 + i when list is NULL). Channels go in tiles so
+ * that reads stream along t and writes fill whole cache lines. */
+#define LOSS_CTILE 16
+static void gather_rows(const clapp_tensor *x, int64_t sp, int b, const int32_t *list, int64_t base,
+                        int64_t t0, int64_t n, float *rows)
 {
-    int64_t C = x->shape[1], T = x->shape[2], D = C * sp;
-    for (int64_t c = 0; c < C; c++) {
-        const float *src = x->data + ((int64_t)b * C + c) * T * sp;
-        for (int64_t t = t0; t < t1; t++)
-            for (int64_t s = 0; s < sp; s++)
-                rows[(t - t0) * D + c * sp + s] = src[t * sp + s];
+    const int64_t C = x->shape[1], T = x->shape[2], D = C * sp;
+    const float *lane = x->data + (int64_t)b * C * T * sp;
+    for (int64_t c0 = 0; c0 < C; c0 += LOSS_CTILE) {
+        int64_t c1 = c0 + LOSS_CTILE < C ? c0 + LOSS_CTILE : C;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t t = list ? list[i] - base : t0 + i;
+            float *row = rows + i * D;
+            for (int64_t c = c0; c < c1; c++)
+                for (int64_t s = 0; s < sp; s++)
+                    row[c * sp + s] = lane[(c * T + t) * sp + s];
+        }
     }
 }
 
-/* Add rows [t1-t0, C*sp] into steps [t0, t1) of lane b of g. */
-static void scatter_add_rows(clapp_tensor *g, int64_t sp, int b, int64_t t0, int64_t t1,
-                             const float *rows)
+/* The reverse: add rows into the steps of lane b of g. */
+static void scatter_add_rows(clapp_tensor *g, int64_t sp, int b, const int32_t *list, int64_t base,
+                             int64_t t0, int64_t n, const float *rows)
 {
-    int64_t C = g->shape[1], T = g->shape[2], D = C * sp;
-    for (int64_t c = 0; c < C; c++) {
-        float *dst = g->data + ((int64_t)b * C + c) * T * sp;
-        for (int64_t t = t0; t < t1; t++)
-            for (int64_t s = 0; s < sp; s++)
-                dst[t * sp + s] += rows[(t - t0) * D + c * sp + s];
+    const int64_t C = g->shape[1], T = g->shape[2], D = C * sp;
+    float *lane = g->data + (int64_t)b * C * T * sp;
+    for (int64_t c0 = 0; c0 < C; c0 += LOSS_CTILE) {
+        int64_t c1 = c0 + LOSS_CTILE < C ? c0 + LOSS_CTILE : C;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t t = list ? list[i] - base : t0 + i;
+            const float *row = rows + i * D;
+            for (int64_t c = c0; c < c1; c++)
+                for (int64_t s = 0; s < sp; s++)
+                    lane[(c * T + t) * sp + s] += row[c * sp + s];
+        }
     }
+}
+
+/* Mark the z steps this call reads (window targets, negatives, CLAPP's
+ * other-lane targets) and give them consecutive rows in pool order. */
+static void index_rows(clapp_loss *L, int32_t B, int64_t npool, int halves)
+{
+    int32_t *zr = L->zrow;
+    for (int64_t q = 0; q < npool; q++)
+        zr[q] = -1;
+    for (int32_t b = 0; b < B; b++)
+        for (int64_t t = L->lo[b] + 1; t < L->hi[b]; t++)
+            zr[L->pool_off[b] + t] = 0;
+    for (int h = 0; h < halves; h++) {
+        if (L->p.mode != CLAPP_LOSS_CLAPP) {
+            for (int64_t i = 0; i < L->ns * L->N; i++)
+                zr[L->neg[h][i]] = 0;
+            continue;
+        }
+        for (int32_t kk = 0; kk < L->K; kk++)
+            for (int32_t b = 0; b < B; b++) {
+                int32_t r = L->lane_r[h][kk * B + b];
+                int64_t lr = L->pool_off[r + 1] - L->pool_off[r];
+                if (L->lane_pos[h][b])
+                    continue;
+                for (int64_t t = L->lo[b]; t < L->hi[b] - (kk + 1); t++)
+                    if (t + kk + 1 < lr)
+                        zr[L->pool_off[r] + t + kk + 1] = 0;
+            }
+    }
+    L->nref = 0;
+    for (int32_t b = 0; b < B; b++) {
+        L->zl_off[b] = L->nref;
+        for (int64_t q = L->pool_off[b]; q < L->pool_off[b + 1]; q++)
+            if (zr[q] == 0) {
+                zr[q] = (int32_t)L->nref;
+                L->zlist[L->nref++] = (int32_t)q;
+            }
+    }
+    L->zl_off[B] = L->nref;
 }
 
 /* ---- one half -------------------------------------------------------------- */
@@ -374,11 +440,17 @@ static void draw_half(clapp_loss *L, int h, int32_t B, int32_t n_act, int64_t np
             for (int32_t b = 0; b < B; b++)
                 L->lane_r[h][kk * B + b] = L->act[rng_below(L->rng, n_act)];
     } else {
-        int64_t n = L->pair_off[L->K] * L->N;
+        /* one draw per context and n, shared by all k (GIM reuses its
+         * permutations across k too): fewer distinct rows to gather */
+        int64_t n = L->ns * L->N;
         for (int64_t i = 0; i < n; i++)
             L->neg[h][i] = (int32_t)rng_below(L->rng, npool);
     }
 }
+
+/* Gathered z row of pool index q (only referenced steps are gathered). */
+#define ZROW(q) (L->Zw + (int64_t)L->zrow[(q)] * dz)
+#define DZROW(q) (L->dZw + (int64_t)L->zrow[(q)] * dz)
 
 /* Scores, loss and dL/du for all terms of half h; fills dPT (and dZw when
  * grad_dest). PT must hold the predictions. */
@@ -392,7 +464,6 @@ static void half_terms(clapp_loss *L, int h, int32_t B, int64_t K_eff, int grad_
         const int32_t k = kk + 1;
         int64_t Pk = L->pair_off[kk + 1] - L->pair_off[kk];
         double wpos, wneg;
-        int64_t pair = L->pair_off[kk];
         if (Pk == 0)
             continue;
         if (mode == CLAPP_LOSS_CLAPP) {
@@ -418,7 +489,7 @@ static void half_terms(clapp_loss *L, int h, int32_t B, int64_t K_eff, int grad_
         }
 
         for (int32_t b = 0; b < B; b++) {
-            for (int64_t t = L->lo[b]; t < L->hi[b] - k; t++, pair++) {
+            for (int64_t t = L->lo[b]; t < L->hi[b] - k; t++) {
                 int64_t s = L->src_off[b] + (t - L->lo[b]);
                 const float *pv = L->PT + s * KD + (int64_t)kk * dz;
                 float *dpv = L->dPT + s * KD + (int64_t)kk * dz;
@@ -429,7 +500,7 @@ static void half_terms(clapp_loss *L, int h, int32_t B, int64_t K_eff, int grad_
                     double u, g;
                     if (L->lane_pos[h][b]) {
                         q = tgt;
-                        u = dotf(pv, L->Zw + q * dz, dz);
+                        u = dotf(pv, ZROW(q), dz);
                         o->pos_terms++;
                         if (!(u < 1.0))
                             continue;
@@ -441,7 +512,7 @@ static void half_terms(clapp_loss *L, int h, int32_t B, int64_t K_eff, int grad_
                         if (t + k >= L->pool_off[r + 1] - L->pool_off[r])
                             continue;
                         q = L->pool_off[r] + t + k;
-                        u = dotf(pv, L->Zw + q * dz, dz);
+                        u = dotf(pv, ZROW(q), dz);
                         o->neg_terms++;
                         if (!(u > -1.0))
                             continue;
@@ -449,15 +520,15 @@ static void half_terms(clapp_loss *L, int h, int32_t B, int64_t K_eff, int grad_
                         o->loss += (1.0 + u) * wneg;
                         g = wneg;
                     }
-                    axpyf(dpv, (float)g, L->Zw + q * dz, dz);
+                    axpyf(dpv, (float)g, ZROW(q), dz);
                     if (grad_dest)
-                        axpyf(L->dZw + q * dz, (float)g, pv, dz);
+                        axpyf(DZROW(q), (float)g, pv, dz);
                 } else if (mode == CLAPP_LOSS_INFONCE) {
-                    const int32_t *ng = L->neg[h] + pair * N;
+                    const int32_t *ng = L->neg[h] + s * N;
                     double *un = L->ubuf;
-                    double up = dotf(pv, L->Zw + tgt * dz, dz), m = up, se, lse, g;
+                    double up = dotf(pv, ZROW(tgt), dz), m = up, se, lse, g;
                     for (int32_t n = 0; n < N; n++) {
-                        un[n] = dotf(pv, L->Zw + (int64_t)ng[n] * dz, dz);
+                        un[n] = dotf(pv, ZROW(ng[n]), dz);
                         if (un[n] > m)
                             m = un[n];
                     }
@@ -467,29 +538,29 @@ static void half_terms(clapp_loss *L, int h, int32_t B, int64_t K_eff, int grad_
                     lse = m + log(se);
                     o->loss += (lse - up) * wpos;
                     g = (exp(up - lse) - 1.0) * wpos;
-                    axpyf(dpv, (float)g, L->Zw + tgt * dz, dz);
+                    axpyf(dpv, (float)g, ZROW(tgt), dz);
                     if (grad_dest)
-                        axpyf(L->dZw + tgt * dz, (float)g, pv, dz);
+                        axpyf(DZROW(tgt), (float)g, pv, dz);
                     for (int32_t n = 0; n < N; n++) {
-                        const float *zn = L->Zw + (int64_t)ng[n] * dz;
+                        const float *zn = ZROW(ng[n]);
                         double gn = exp(un[n] - lse) * wpos;
                         axpyf(dpv, (float)gn, zn, dz);
                         if (grad_dest)
-                            axpyf(L->dZw + (int64_t)ng[n] * dz, (float)gn, pv, dz);
+                            axpyf(DZROW(ng[n]), (float)gn, pv, dz);
                     }
                 } else {
-                    const int32_t *ng = L->neg[h] + pair * N;
-                    double u = dotf(pv, L->Zw + tgt * dz, dz);
+                    const int32_t *ng = L->neg[h] + s * N;
+                    double u = dotf(pv, ZROW(tgt), dz);
                     o->pos_terms++;
                     if (u < 1.0) {
                         o->pos_act++;
                         o->loss += (1.0 - u) * wpos;
-                        axpyf(dpv, (float)-wpos, L->Zw + tgt * dz, dz);
+                        axpyf(dpv, (float)-wpos, ZROW(tgt), dz);
                         if (grad_dest)
-                            axpyf(L->dZw + tgt * dz, (float)-wpos, pv, dz);
+                            axpyf(DZROW(tgt), (float)-wpos, pv, dz);
                     }
                     for (int32_t n = 0; n < N; n++) {
-                        const float *zn = L->Zw + (int64_t)ng[n] * dz;
+                        const float *zn = ZROW(ng[n]);
                         double un_ = dotf(pv, zn, dz);
                         o->neg_terms++;
                         if (!(un_ > -1.0))
@@ -498,7 +569,7 @@ static void half_terms(clapp_loss *L, int h, int32_t B, int64_t K_eff, int grad_
                         o->loss += (1.0 + un_) * wneg;
                         axpyf(dpv, (float)wneg, zn, dz);
                         if (grad_dest)
-                            axpyf(L->dZw + (int64_t)ng[n] * dz, (float)wneg, pv, dz);
+                            axpyf(DZROW(ng[n]), (float)wneg, pv, dz);
                     }
                 }
             }
@@ -596,23 +667,25 @@ int clapp_loss_compute(clapp_loss *L, const clapp_block *z, const clapp_block *c
         K_eff += Pk > 0;
     }
 
+    L->ns = ns;
     halves = L->p.retro ? 2 : 1;
     for (int h = 0; h < halves; h++)
         if (K_eff > 0)
             draw_half(L, h, B, n_act, npool);
     if (K_eff == 0)
         goto done;
+    index_rows(L, B, npool, halves);
 
     /* gather */
     for (int32_t b = 0; b < B; b++) {
-        int64_t lz = L->pool_off[b + 1] - L->pool_off[b];
-        if (lz > 0)
-            gather_rows(&z->x, spz, b, 0, lz, L->Zw + L->pool_off[b] * dz);
+        gather_rows(&z->x, spz, b, L->zlist + L->zl_off[b], L->pool_off[b], 0,
+                    L->zl_off[b + 1] - L->zl_off[b], L->Zw + L->zl_off[b] * dz);
         if (L->hi[b] - L->lo[b] >= 2)
-            gather_rows(&c->x, spc, b, L->lo[b], L->hi[b] - 1, L->S + L->src_off[b] * dc);
+            gather_rows(&c->x, spc, b, NULL, 0, L->lo[b], L->hi[b] - L->lo[b] - 1,
+                        L->S + L->src_off[b] * dc);
     }
     if (gz)
-        memset(L->dZw, 0, sizeof(float) * (size_t)(npool * dz));
+        memset(L->dZw, 0, sizeof(float) * (size_t)(L->nref * dz));
     if (gc)
         memset(L->dS, 0, sizeof(float) * (size_t)(ns * dc));
 
@@ -653,11 +726,12 @@ int clapp_loss_compute(clapp_loss *L, const clapp_block *z, const clapp_block *c
 
     /* scatter back into the [B, C, T, ...] gradients */
     for (int32_t b = 0; b < B; b++) {
-        int64_t lz = L->pool_off[b + 1] - L->pool_off[b];
-        if (gz && lz > 0)
-            scatter_add_rows(gz, spz, b, 0, lz, L->dZw + L->pool_off[b] * dz);
+        if (gz)
+            scatter_add_rows(gz, spz, b, L->zlist + L->zl_off[b], L->pool_off[b], 0,
+                             L->zl_off[b + 1] - L->zl_off[b], L->dZw + L->zl_off[b] * dz);
         if (gc && L->hi[b] - L->lo[b] >= 2)
-            scatter_add_rows(gc, spc, b, L->lo[b], L->hi[b] - 1, L->dS + L->src_off[b] * dc);
+            scatter_add_rows(gc, spc, b, NULL, 0, L->lo[b], L->hi[b] - L->lo[b] - 1,
+                             L->dS + L->src_off[b] * dc);
     }
 
 done:

@@ -65,25 +65,36 @@ int  clapp_loss_compute(clapp_loss *loss, const clapp_block *z, const clapp_bloc
 /* The random draws of the last clapp_loss_compute, for tests and debugging
  * (read-only views into the loss; valid until the next compute or destroy).
  *
+ * Window: w0 is drawn uniformly in [0, min over lanes longer than W of
+ * (len - W)] (0 when no lane is longer); a lane longer than W uses
+ * [w0, w0 + W), a lane with len <= W uses [0, len) (len = min of the z and c
+ * lane lengths).
  * Pair enumeration, shared by every mode: for step k = 1..K (index kk = k-1),
- * lanes b = 0..B-1 in order, context t = lo[b] .. hi[b]-k-1, target t+k.
- * pair_off[kk] is the running number of the first pair of step k, so pair i
- * of step k has the global number pair_off[kk] + i; pair_off[K] = sum of P_k.
+ * lanes b = 0..B-1 in order, context t = lo[b] .. hi[b]-k-1, target t+k;
+ * pair_off[kk] is the number of pairs of the steps before k (P_k =
+ * pair_off[kk+1] - pair_off[kk]).
+ * Contexts: the steps t = lo[b] .. hi[b]-2 of each lane, numbered lane by lane
+ * from ctx_off[b]; contexts = their count.
  * Pool: every valid step (b, t < len_b of z) has the index pool_off[b] + t;
- * negatives are pool indices.
- * Halves: h = 0 is the pred half (or the only one), h = 1 the retro half. */
+ * negatives are pool indices, drawn uniformly with replacement (they may hit
+ * the positive itself).
+ * Halves: h = 0 is the pred half (or the only one), h = 1 the retro half,
+ * which redraws everything independently. */
 typedef struct clapp_loss_draws {
     int32_t        lanes;
     int32_t        steps;         /* K */
     int32_t        negatives;     /* N per pair (1 in CLAPP mode) */
-    int32_t        w0;            /* window start of this call (0 when no lane is longer than W) */
+    int32_t        w0;            /* window start of this call */
     const int32_t *lo, *hi;       /* [lanes] positive range: t and t+k in [lo, hi) */
     const int64_t *pool_off;      /* [lanes + 1] */
     const int64_t *pair_off;      /* [K + 1] */
-    const int32_t *neg[2];        /* CLAPP-s/hinge-CPC/InfoNCE: [pair_off[K] * N], negative n of
-                                     pair p at neg[h][p * N + n] (independent draws per k) */
+    int64_t        contexts;
+    const int64_t *ctx_off;       /* [lanes] */
+    const int32_t *neg[2];        /* CLAPP-s/hinge-CPC/InfoNCE: [contexts * N]; negative n of every
+                                     pair with context row r (all k share them) is neg[h][r * N + n] */
     const uint8_t *lane_pos[2];   /* CLAPP: [lanes] 1 = this lane is positive in this call */
-    const int32_t *lane_r[2];     /* CLAPP: [K * lanes] r(b) for step kk at lane_r[h][kk * lanes + b] */
+    const int32_t *lane_r[2];     /* CLAPP: [K * lanes] r(b) for step kk at lane_r[h][kk * lanes + b],
+                                     uniform over the lanes with len > 0 (may equal b) */
 } clapp_loss_draws;
 
 int  clapp_loss_last_draws(const clapp_loss *loss, clapp_loss_draws *d);

@@ -323,7 +323,7 @@ static double ref_half(const clapp_loss_params *p, const clapp_loss_draws *d, in
     int lo[8], hi[8], K_eff = 0;
     int64_t pool_off[9];
     double loss = 0.0;
-    int64_t pairnum = 0;
+    int64_t ctx_off[8], nctx = 0;
     *nterm = 0;
 
     pool_off[0] = 0;
@@ -339,7 +339,11 @@ static double ref_half(const clapp_loss_params *p, const clapp_loss_draws *d, in
         assert_int_equal(lo[b], d->lo[b]);
         assert_int_equal(hi[b], d->hi[b]);
         assert_int_equal(pool_off[b + 1], d->pool_off[b + 1]);
+        ctx_off[b] = nctx;
+        nctx += hi[b] - lo[b] >= 2 ? hi[b] - lo[b] - 1 : 0;
+        assert_int_equal(ctx_off[b], d->ctx_off[b]);
     }
+    assert_int_equal(nctx, d->contexts);
     for (int k = 1; k <= K; k++) {
         int P = 0;
         for (int b = 0; b < B; b++)
@@ -372,7 +376,7 @@ static double ref_half(const clapp_loss_params *p, const clapp_loss_draws *d, in
             wneg = wpos / N;
         }
         for (int b = 0; b < B; b++)
-            for (int t = lo[b]; t < hi[b] - k; t++, pairnum++) {
+            for (int t = lo[b]; t < hi[b] - k; t++) {
                 /* candidates: [0] positive, then negatives */
                 int qb[64], qt[64], nq = 0, first_neg = 1;
                 double u[64];
@@ -395,7 +399,7 @@ static double ref_half(const clapp_loss_params *p, const clapp_loss_draws *d, in
                     qt[0] = t + k;
                     nq = 1;
                     for (int n = 0; n < N; n++) {
-                        int64_t q = d->neg[h][pairnum * N + n];
+                        int64_t q = d->neg[h][(ctx_off[b] + t - lo[b]) * N + n];
                         int qbb = 0;
                         while (q >= pool_off[qbb + 1])
                             qbb++;
@@ -701,7 +705,7 @@ static void test_loss_window(void **state)
                     used[b][t] = 1;
             }
             /* negatives come from every valid step of every lane */
-            for (int64_t i = 0; i < dr.pair_off[K] * N; i++) {
+            for (int64_t i = 0; i < dr.contexts * N; i++) {
                 int64_t q = dr.neg[0][i];
                 int b = q >= dr.pool_off[1];
                 int t = (int)(q - dr.pool_off[b]);
