@@ -257,14 +257,15 @@ static void ac_texture_image(ac_texture *t, const ac_image *im, int size)
 {
     memset(t, 0, sizeof *t);
     t->img = im;
-    /* The short side of the picture spans 2.5 frame widths. */
+    /* The short side of the picture spans 2.5 frame widths (already resampled
+     * so at load unless the 1024-pixel cap applied). */
     t->img_scale = (im->w < im->h ? im->w : im->h) / (2.5 * size);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Loading images and sprites                                                */
 
-static int ac_image_load(const char *path, ac_image *img)
+static int ac_image_load(const char *path, ac_image *img, int frame_size)
 {
     AVFormatContext *fc = NULL;
     AVCodecContext *dc = NULL;
@@ -309,12 +310,14 @@ static int ac_image_load(const char *path, ac_image *img)
             goto fail;
         }
     }
-    w = fr->width;
-    h = fr->height;
-    if (w > AC_MAX_IMAGE_SIDE || h > AC_MAX_IMAGE_SIDE) {
-        double s = (double)AC_MAX_IMAGE_SIDE / (w > h ? w : h);
-        w = (int)fmax(1.0, w * s);
-        h = (int)fmax(1.0, h * s);
+    /* Resample once (area filter) so the short side spans 2.5 frame widths:
+     * sampling a larger picture pixel by pixel later would alias. */
+    {
+        double s = 2.5 * frame_size / (fr->width < fr->height ? fr->width : fr->height);
+        if (s * (fr->width > fr->height ? fr->width : fr->height) > AC_MAX_IMAGE_SIDE)
+            s = (double)AC_MAX_IMAGE_SIDE / (fr->width > fr->height ? fr->width : fr->height);
+        w = (int)fmax(2.0, lround(fr->width * s));
+        h = (int)fmax(2.0, lround(fr->height * s));
     }
     sws = sws_getContext(fr->width, fr->height, (enum AVPixelFormat)fr->format, w, h, AV_PIX_FMT_GRAY8,
                          SWS_AREA, NULL, NULL, NULL);
@@ -365,7 +368,7 @@ static void ac_images_free(ac_images *set)
 }
 
 /* Every regular file of dir that FFmpeg decodes, sorted by name. */
-static int ac_images_load(const char *dir, ac_images *set, int quiet)
+static int ac_images_load(const char *dir, ac_images *set, int frame_size, int quiet)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -404,7 +407,7 @@ static int ac_images_load(const char *dir, ac_images *set, int quiet)
         ac_image im;
         if (stat(names[i], &sb) != 0 || !S_ISREG(sb.st_mode))
             continue;
-        if (ac_image_load(names[i], &im) < 0) {
+        if (ac_image_load(names[i], &im, frame_size) < 0) {
             if (!quiet)
                 fprintf(stderr, "make_action_corpus: %s: not an image FFmpeg decodes, skipped\n", names[i]);
             continue;
@@ -1084,7 +1087,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    if (o.images && ac_images_load(o.images, &w.images, o.quiet) < 0)
+    if (o.images && ac_images_load(o.images, &w.images, o.size, o.quiet) < 0)
         goto done;
     if (o.sprites && ac_sprites_load(o.sprites, &w.sprites) < 0)
         goto done;
