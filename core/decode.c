@@ -589,7 +589,10 @@ static int swr_push(clapp_decoder *dec, const uint8_t **in, int n_in)
     int  want = swr_get_out_samples(dec->swr, n_in);
     if (want < 0)
         return dec_fail(dec, CLAPP_E_INTERNAL, "resampler failed (%s)", av_errstr(want, eb, sizeof(eb)));
-    int ret = fifo_reserve(dec, want);
+    /* First frame: room for frames up to twice as long (or 8192), so codecs
+     * with variable frame sizes do not grow the FIFO in the steady state. */
+    int first = dec->fifo_cap == 0 ? swr_get_out_samples(dec->swr, n_in > 4096 ? 2 * n_in : 8192) : 0;
+    int ret = fifo_reserve(dec, want > first ? want : first);
     if (ret < 0)
         return ret;
     uint8_t *o = (uint8_t *)(dec->fifo + dec->fifo_len);
