@@ -149,6 +149,7 @@ int cli_session_use_data(cli_session *s, const cli_options *o, const char *data,
     sp.epochs = epochs;
     if (force_stream)
         sp.mode = CLAPP_SOURCE_STREAM;
+    sp.classes = &s->classes;
     rc = clapp_source_create(&s->src, &sp, &s->manifest, &s->labels, &s->host);
     if (rc < 0) {
         fprintf(stderr, "clapp: error: %s: cannot set up the source (status %d)\n", data, rc);
@@ -375,6 +376,7 @@ void cli_session_close(cli_session *s)
         clapp_graph_destroy(&s->graph);
     clapp_source_destroy(s->src);
     clapp_labelset_free(&s->labels);
+    clapp_labelset_free(&s->classes);
     clapp_manifest_free(&s->manifest);
     clapp_pipeline_free(&s->pd);
     clapp_registry_free(&s->reg);

@@ -34,7 +34,9 @@ typedef struct cli_session {
     clapp_registry      reg;
     clapp_pipeline_desc pd;
     clapp_manifest      manifest;
-    clapp_labelset      labels;
+    clapp_labelset      labels;       /* phones of .phn alignments: the CMU-41 set */
+    clapp_labelset      classes;      /* class names of the label column, in order of first appearance,
+                                         shared by every manifest of the session (eval: train and test) */
     clapp_source       *src;
     clapp_graph         graph;
     int                 have_graph;
