@@ -15,9 +15,10 @@
  * valid steps only. Everything is allocated in create.
  *
  * Random draws (own xoshiro256** state, seeded from params.seed), in order
- * per call: the window start w0, then per half either the negatives (one
- * independent uniform pool index per pair, step and n — no reuse across k)
- * or, in CLAPP mode, the lane pos/neg choices and r(b) per step.
+ * per call: the window start w0, then per half either the negatives (N
+ * uniform pool indices per context, shared by all k, as GIM reuses its
+ * permutations across k) or, in CLAPP mode, the lane pos/neg choices and
+ * r(b) per step. Only the z steps these draws reference are gathered.
  */
 #include "loss.h"
 

@@ -36,7 +36,8 @@ typedef struct clapp_loss_params {
 
 void clapp_loss_default_params(clapp_loss_params *p);
 
-/* Per-call results. */
+/* Per-call results. pos_active / neg_active count terms over both halves;
+ * they are 0 for InfoNCE. */
 typedef struct clapp_loss_stats {
     double  loss;            /* value of the layer loss (mean over k; pred + retro halves summed) */
     double  loss_retro;      /* the retro half alone (0 without retro) */
@@ -49,16 +50,29 @@ typedef struct clapp_loss clapp_loss;
 
 /* dz, dc: feature sizes of z and c (for video: C*H*W per time step, W_k shared
  * across spatial positions is a later extension). t_cap: block time capacity.
- * W_k initialised U(±1/sqrt(dc)) from p->seed (PyTorch Linear default). */
+ * W_k initialised U(±1/sqrt(dc)) from p->seed (PyTorch Linear default),
+ * W_retro_k U(±1/sqrt(dz)) (it maps z to c space). Everything compute needs
+ * is allocated here (about 2 B t_cap Dz + 2 B W (K Dz + Dc) floats). */
 int  clapp_loss_create(clapp_loss **loss, const clapp_loss_params *p, int64_t dz, int64_t dc,
                        int32_t lanes, int64_t t_cap, const clapp_host *host, const char *name);
 
 /* Compute the loss on one block. z and c are blocks of the same lanes and
- * time axis (c == z allowed: the same pointer means the same stream).
- * grad_z, grad_c: [B, D, T] tensors that receive (ADD to) dL/dz and dL/dc;
- * either may be NULL when not wanted. When c == z pass grad_c == grad_z (or
- * NULL) and both contributions are added into it. W gradients are ACCUMULATED
- * into the tensors listed by clapp_loss_tensors. */
+ * time axis (c == z allowed: the same pointer, or the same data, means the
+ * same stream). Pairs use len = min(z len, c len) per lane; lanes with len 0
+ * are ignored; a call without any pair returns 0 with stats.pairs = 0.
+ *
+ * Gradient routing (all ADDED, only at valid steps; W grads ACCUMULATED into
+ * the tensors listed by clapp_loss_tensors, so zero them per step):
+ * - c == z: pass grad_c == grad_z (or one of them NULL); the z path (Eq. 6
+ *   form) and the c path (Eq. 7 form) go into that one tensor.
+ * - separate streams: grad_c gets the c path; grad_z gets the z path only
+ *   when params.grad_target is set (it is ignored otherwise).
+ * - detach_context: no c path at all (u = z^T W block(c)).
+ * - retro: the pred half u = z^T W block(c) gives the z path and W.grad; the
+ *   retro half u = block(z)^T W_retro^T c, i.e. c . (W_retro z), with its
+ *   own draws and gates, gives the c path and W_retro.grad. loss = sum.
+ * Errors: CLAPP_E_SHAPE (feature sizes, lanes or T beyond the capacity, z/c
+ * axes differ, gradient size), CLAPP_E_INVAL (a lane len outside [0, T]). */
 int  clapp_loss_compute(clapp_loss *loss, const clapp_block *z, const clapp_block *c,
                         clapp_tensor *grad_z, clapp_tensor *grad_c, clapp_loss_stats *st);
 
