@@ -7,7 +7,8 @@
  *    one-layer module z = relu(V x + b), against the engine's gradient
  *    chained through the layer in the test;
  * 3. positive-window subsampling; 4. determinism and empty lanes;
- * 5. a small learning run; 6. refusals.
+ * 5. a small learning run; a [B, C, T, H, W] block equals its [B, C*H*W, T]
+ * form; 6. refusals.
  * CLAPP_LOSS_BENCH=1 also times one call at B=8, T=128, D=512, K=12, N=10.
  */
 #define _GNU_SOURCE
@@ -901,6 +902,63 @@ static void test_loss_learns(void **state)
     clapp_tensor_free(&z.blk.x);
 }
 
+/* ---- video layout: [B, C, T, H, W] is the same as [B, C*H*W, T] --------------------- */
+
+static void test_loss_video_layout(void **state)
+{
+    enum { B = 2, C = 2, H = 2, WD = 3, HW = H * WD, D = C * HW, T = 10 };
+    const int32_t lens[B] = {10, 8};
+    clapp_loss_params p;
+    clapp_loss *L3, *L5;
+    tblock z3, z5;
+    clapp_tensor g3 = {0}, g5 = {0};
+    clapp_loss_stats s3, s5;
+    int64_t sh5[5] = {B, C, T, H, WD};
+    (void)state;
+    trng_state = 555;
+    clapp_loss_default_params(&p);
+    p.steps = 3;
+    p.negatives = 3;
+    p.window = 6;
+    p.seed = 21;
+    tb_init(&z3, B, D, T, lens);
+    tb_fill(&z3, 1.0);
+    z5 = z3;
+    z5.blk.lane = z5.lane;
+    assert_int_equal(clapp_tensor_alloc_shape(&z5.blk.x, 5, sh5), 0);
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++)
+            for (int t = 0; t < T; t++)
+                for (int s = 0; s < HW; s++)
+                    z5.blk.x.data[((b * C + c) * T + t) * HW + s] = z3.blk.x.data[(b * D + c * HW + s) * T + t];
+    g3.ndim = 3;
+    memcpy(g3.shape, z3.blk.x.shape, sizeof g3.shape);
+    assert_int_equal(clapp_tensor_alloc(&g3), 0);
+    assert_int_equal(clapp_tensor_alloc_shape(&g5, 5, sh5), 0);
+    assert_int_equal(clapp_loss_create(&L3, &p, D, D, B, T, NULL, "t"), 0);
+    assert_int_equal(clapp_loss_create(&L5, &p, D, D, B, T, NULL, "t"), 0);
+    assert_int_equal(clapp_loss_compute(L3, &z3.blk, &z3.blk, &g3, &g3, &s3), 0);
+    assert_int_equal(clapp_loss_compute(L5, &z5.blk, &z5.blk, &g5, &g5, &s5), 0);
+    assert_true(s3.pairs > 0 && s3.loss > 0);
+    assert_memory_equal(&s3.loss, &s5.loss, sizeof(double));
+    for (int b = 0; b < B; b++)
+        for (int c = 0; c < C; c++)
+            for (int t = 0; t < T; t++)
+                for (int s = 0; s < HW; s++)
+                    assert_true(g5.data[((b * C + c) * T + t) * HW + s] ==
+                                g3.data[(b * D + c * HW + s) * T + t]);
+    assert_memory_equal(loss_tensor(L3, "W")->grad->data, loss_tensor(L5, "W")->grad->data,
+                        sizeof(float) * 3 * D * D);
+    print_message("  [2, 2, 10, 2, 3] block: loss %.6f, gradients identical to the [2, 12, 10] form\n",
+                  s5.loss);
+    clapp_loss_destroy(L3);
+    clapp_loss_destroy(L5);
+    clapp_tensor_free(&g3);
+    clapp_tensor_free(&g5);
+    clapp_tensor_free(&z3.blk.x);
+    clapp_tensor_free(&z5.blk.x);
+}
+
 /* ---- 6. refusals ------------------------------------------------------------------- */
 
 static void test_loss_refusals(void **state)
@@ -993,6 +1051,7 @@ int main(void)
         cmocka_unit_test(test_loss_window),
         cmocka_unit_test(test_loss_determinism),
         cmocka_unit_test(test_loss_learns),
+        cmocka_unit_test(test_loss_video_layout),
         cmocka_unit_test(test_loss_refusals),
         cmocka_unit_test(test_loss_bench),
     };
