@@ -896,7 +896,10 @@ int64_t clapp_decoder_read(clapp_decoder *dec, float *dst, int64_t max_frames, c
     }
     /* The end: a stream of which nothing could be decoded is an error. */
     if (dec->n_out == 0) {
-        if (dec->n_errors > 0)
+        if (dec->n_decoded > 0)
+            dec_fail(dec, CLAPP_E_FORMAT, "too short: %" PRId64 " decoded frame(s) give no output at the requested %s",
+                     dec->n_decoded, dec->p.kind == CLAPP_MEDIA_VIDEO ? "frame rate" : "sample rate");
+        else if (dec->n_errors > 0)
             dec_fail(dec, CLAPP_E_FORMAT, "truncated or corrupt data, nothing decoded (%" PRId64 " errors, last: %s)",
                      dec->n_errors, dec->last_error);
         else

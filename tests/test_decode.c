@@ -714,6 +714,38 @@ static void test_decode_nothing_decodable(void **state)
     assert_int_equal(clapp_decoder_read(dec, buf, 256, err, sizeof(err)), CLAPP_E_FORMAT);
     assert_string_equal(err, first_err);
     clapp_decoder_close(dec);
+
+    /* A WAV header that promises 1000 frames, and no data after it. */
+    int16_t zeros[1000] = { 0 };
+    write_wav16(P("hdr.wav"), zeros, 1000, 1, 16000);
+    truncate_copy(P("hdr.wav"), P("hdr-only.wav"), 44, 2044);
+    const clapp_decode_backend backends[] = { CLAPP_DECODE_FFMPEG, CLAPP_DECODE_SNDFILE };
+    for (int k = 0; k < 2; k++) {
+        decoded d;
+        p.backend = backends[k];
+        int ret = decode_all(P("hdr-only.wav"), &p, 256, &d);
+        printf("  hdr-only.wav backend %d: open %d, read %d \"%s\"\n", (int)backends[k], ret, d.ret, d.err);
+        assert_int_equal(d.ret, CLAPP_E_FORMAT);
+        assert_int_equal(d.frames, 0);
+        assert_non_null(strstr(d.err, "hdr-only.wav: "));
+        free(d.data);
+    }
+
+    /* One still picture is shorter than one output frame at 10 fps: the CLI
+     * writes nothing, we say why. */
+    assert_int_equal(tu_run("ffmpeg -v error -y -f lavfi -i testsrc2=s=160x120 -frames:v 1 '%s'", P("still.png")), 0);
+    size_t              nref;
+    float              *ref = cli_video(P("still.png"), 64, 48, "10", 1, "", &nref);
+    clapp_decode_params pv = video_params(64, 48, 10, 1);
+    decoded             d;
+    assert_int_equal(decode_all(P("still.png"), &pv, 4, &d), 0);
+    printf("  still.png: %lld frames (CLI %zu), \"%s\"\n", (long long)d.frames, nref, d.err);
+    assert_int_equal(nref, 0);
+    assert_int_equal(d.frames, 0);
+    assert_int_equal(d.ret, CLAPP_E_FORMAT);
+    assert_non_null(strstr(d.err, "still.png: too short"));
+    free(ref);
+    free(d.data);
 }
 
 int main(void)
