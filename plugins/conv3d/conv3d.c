@@ -161,6 +161,67 @@ static void valid_range(int64_t n_out, int64_t n_in, int64_t s, int64_t d, int64
         *hi = *lo;
 }
 
+/* Reductions over a channel row: float partial sums in CONV3D_VL independent
+ * lanes (so they vectorize without reassociation), flushed into double every
+ * CONV3D_FLUSH elements (so long rows keep their precision). */
+#define CONV3D_VL 16
+#define CONV3D_FLUSH 2048
+
+/* s1 = sum (v - mu), s2 = sum (v - mu)^2. */
+static void row_moments(const float *restrict v, int64_t n, float mu, double *s1, double *s2)
+{
+    double t1 = 0.0, t2 = 0.0;
+    for (int64_t j0 = 0; j0 < n; j0 += CONV3D_FLUSH) {
+        float a1[CONV3D_VL] = {0}, a2[CONV3D_VL] = {0};
+        int64_t j1 = min64(j0 + CONV3D_FLUSH, n), j = j0;
+        for (; j + CONV3D_VL <= j1; j += CONV3D_VL)
+            for (int k = 0; k < CONV3D_VL; k++) {
+                float d = v[j + k] - mu;
+                a1[k] += d;
+                a2[k] += d * d;
+            }
+        for (; j < j1; j++) {
+            float d = v[j] - mu;
+            a1[0] += d;
+            a2[0] += d * d;
+        }
+        for (int k = 0; k < CONV3D_VL; k++) {
+            t1 += a1[k];
+            t2 += a2[k];
+        }
+    }
+    *s1 = t1;
+    *s2 = t2;
+}
+
+/* With v = act(a): s1 = sum d, s2 = sum d * (v - mu). */
+static void row_grad_moments(const float *restrict d, const float *restrict a, int64_t n, float mu, int relu,
+                             double *s1, double *s2)
+{
+    double t1 = 0.0, t2 = 0.0;
+    for (int64_t j0 = 0; j0 < n; j0 += CONV3D_FLUSH) {
+        float a1[CONV3D_VL] = {0}, a2[CONV3D_VL] = {0};
+        int64_t j1 = min64(j0 + CONV3D_FLUSH, n), j = j0;
+        for (; j + CONV3D_VL <= j1; j += CONV3D_VL)
+            for (int k = 0; k < CONV3D_VL; k++) {
+                float v = relu && a[j + k] < 0.0f ? 0.0f : a[j + k];
+                a1[k] += d[j + k];
+                a2[k] += d[j + k] * (v - mu);
+            }
+        for (; j < j1; j++) {
+            float v = relu && a[j] < 0.0f ? 0.0f : a[j];
+            a1[0] += d[j];
+            a2[0] += d[j] * (v - mu);
+        }
+        for (int k = 0; k < CONV3D_VL; k++) {
+            t1 += a1[k];
+            t2 += a2[k];
+        }
+    }
+    *s1 = t1;
+    *s2 = t2;
+}
+
 /* Start a sequence: pt zero frames of left context, nothing emitted. */
 static void lane_restart(conv3d *cv, int64_t b)
 {
@@ -585,35 +646,35 @@ static int64_t lane_forward(conv3d *cv, int64_t b, const clapp_block *in, int64_
     return n;
 }
 
-/* Row o of pre: v = act(pre) (the BN input), its batch or running statistics,
- * then the normalised value in place. */
+/* Row o of pre (bias included): v = act(pre) (the BN input), its batch or
+ * running statistics, then the normalised value in place. */
 static void channel_post(conv3d *cv, int64_t o, int64_t N)
 {
-    float *restrict a = cv->pre + o * cv->ncap;
+    const float *restrict a = cv->pre + o * cv->ncap;
     float *restrict v = cv->act + o * cv->ncap;
-    const float bias = cv->has_bias ? cv->b.data[o] : 0.0f;
-    for (int64_t j = 0; j < N; j++) {
-        float z = a[j] + bias;
-        a[j] = z;
-        v[j] = cv->relu && z < 0.0f ? 0.0f : z;
-    }
+    if (cv->relu)
+        for (int64_t j = 0; j < N; j++)
+            v[j] = a[j] < 0.0f ? 0.0f : a[j];
+    else
+        memcpy(v, a, (size_t)N * sizeof(float));
     if (!cv->bn)
         return;
     if (cv->mode == CLAPP_MODE_LEARN) {
-        double sum = 0.0, sq = 0.0, mean, var;
-        for (int64_t j = 0; j < N; j++)
-            sum += v[j];
-        mean = sum / (double)N;
-        for (int64_t j = 0; j < N; j++)
-            sq += ((double)v[j] - mean) * ((double)v[j] - mean);
-        var = sq / (double)N;
+        double s1, s2, mean, var;
+        row_moments(v, N, 0.0f, &s1, &s2);
+        mean = s1 / (double)N;
+        /* Centred second pass; s1 corrects the rounding of mean. */
+        row_moments(v, N, (float)mean, &s1, &s2);
+        mean += s1 / (double)N;
+        var = s2 / (double)N - (s1 / (double)N) * (s1 / (double)N);
+        var = var > 0.0 ? var : 0.0;
         cv->mean[o] = mean;
         cv->invstd[o] = 1.0 / sqrt(var + cv->eps);
         /* PyTorch: the running variance takes the unbiased estimate. */
         cv->rmean.data[o] = (float)((1.0 - cv->momentum) * cv->rmean.data[o] + cv->momentum * mean);
         if (N > 1)
             cv->rvar.data[o] = (float)((1.0 - cv->momentum) * cv->rvar.data[o] +
-                                       cv->momentum * sq / (double)(N - 1));
+                                       cv->momentum * var * (double)N / (double)(N - 1));
     } else {
         cv->mean[o] = cv->rmean.data[o];
         cv->invstd[o] = 1.0 / sqrt((double)cv->rvar.data[o] + cv->eps);
@@ -688,10 +749,18 @@ static int conv3d_forward(void *self, const clapp_block *in, clapp_block *out)
     memset(out->x.data, 0, (size_t)clapp_tensor_numel(&out->x) * sizeof(float));
     if (N == 0)
         goto done;
-    /* The optimizer may have stepped the weights since the last block; the
-     * weight is read in place: its [out, Cin, kt, kh, kw] order is cols' K order. */
+    /* pre = bias + W . cols. The bias goes in first (beta = 1 then spares the
+     * zeroing pass that beta = 0 costs), and the weight is read in place: its
+     * [out, Cin, kt, kh, kw] order is cols' K order (the optimizer may have
+     * stepped it since the last block). */
+    for (int64_t o = 0; o < M; o++) {
+        float *restrict a = cv->pre + o * cv->ncap;
+        const float bias = cv->has_bias ? cv->b.data[o] : 0.0f;
+        for (int64_t j = 0; j < N; j++)
+            a[j] = bias;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)cv->K, 1.0f, cv->w.data,
-                (int)cv->K, cv->cols, (int)cv->ncap, 0.0f, cv->pre, (int)cv->ncap);
+                (int)cv->K, cv->cols, (int)cv->ncap, 1.0f, cv->pre, (int)cv->ncap);
     for (int64_t o = 0; o < M; o++) {
         const float *v = cv->act + o * cv->ncap;
         channel_post(cv, o, N);
@@ -720,34 +789,33 @@ static void channel_grad(conv3d *cv, int64_t o, int64_t N)
 {
     float *restrict d = cv->act + o * cv->ncap;
     const float *restrict a = cv->pre + o * cv->ncap;
+    const int relu = cv->relu;
     if (cv->bn) {
         /* Batch-statistics BN: dv = gamma*invstd*(dy - mean(dy) - xhat*mean(dy*xhat)),
-         * with xhat recomputed from pre. */
-        const double mu = cv->mean[o], is = cv->invstd[o];
-        double sdy = 0.0, sdyx = 0.0, k1, k2, scale;
-        for (int64_t j = 0; j < N; j++) {
-            double v = cv->relu && a[j] < 0.0f ? 0.0 : (double)a[j];
-            sdy += d[j];
-            sdyx += (double)d[j] * (v - mu) * is;
-        }
-        cv->ggamma.data[o] += (float)sdyx;
+         * xhat = (act(pre) - mean) * invstd recomputed from pre. */
+        const double is = cv->invstd[o];
+        const float mu = (float)cv->mean[o];
+        double sdy, sdyc;
+        float scale, k1, k2;
+        row_grad_moments(d, a, N, mu, relu, &sdy, &sdyc);
+        cv->ggamma.data[o] += (float)(sdyc * is);
         cv->gbeta.data[o] += (float)sdy;
-        scale = (double)cv->gamma.data[o] * is;
-        k1 = sdy / (double)N;
-        k2 = sdyx / (double)N;
+        scale = (float)(cv->gamma.data[o] * is);
+        k1 = (float)(sdy / (double)N);
+        k2 = (float)(sdyc * is * is / (double)N);
         for (int64_t j = 0; j < N; j++) {
-            double v = cv->relu && a[j] < 0.0f ? 0.0 : (double)a[j];
-            d[j] = (float)(scale * ((double)d[j] - k1 - (v - mu) * is * k2));
+            float v = relu && a[j] < 0.0f ? 0.0f : a[j];
+            float g = scale * (d[j] - k1 - (v - mu) * k2);
+            d[j] = relu && !(a[j] > 0.0f) ? 0.0f : g;
         }
-    }
-    if (cv->relu)
+    } else if (relu) {
         for (int64_t j = 0; j < N; j++)
             d[j] = a[j] > 0.0f ? d[j] : 0.0f;
+    }
     if (cv->has_bias) {
-        double sum = 0.0;
-        for (int64_t j = 0; j < N; j++)
-            sum += d[j];
-        cv->gb.data[o] += (float)sum;
+        double s1, s2;
+        row_moments(d, N, 0.0f, &s1, &s2);
+        cv->gb.data[o] += (float)s1;
     }
 }
 
