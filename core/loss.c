@@ -268,6 +268,16 @@ fail:
     return rc;
 }
 
+void clapp_loss_get_rng(const clapp_loss *loss, uint64_t state[4])
+{
+    memcpy(state, loss->rng, sizeof loss->rng);
+}
+
+void clapp_loss_set_rng(clapp_loss *loss, const uint64_t state[4])
+{
+    memcpy(loss->rng, state, sizeof loss->rng);
+}
+
 void clapp_loss_destroy(clapp_loss *L)
 {
     if (!L)

@@ -116,6 +116,11 @@ int  clapp_loss_last_draws(const clapp_loss *loss, clapp_loss_draws *d);
 /* Parameters: "W" [K, Dz, Dc] (and "W_retro" [K, Dc, Dz]) with gradients. */
 int  clapp_loss_tensors(clapp_loss *loss, const clapp_named_tensor **list, int32_t *count);
 
+/* The PRNG state (xoshiro256**, 4 words), for checkpoints: restoring it
+ * makes the next computes draw exactly what an uninterrupted run draws. */
+void clapp_loss_get_rng(const clapp_loss *loss, uint64_t state[4]);
+void clapp_loss_set_rng(clapp_loss *loss, const uint64_t state[4]);
+
 void clapp_loss_destroy(clapp_loss *loss);
 
 #endif
