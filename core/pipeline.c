@@ -228,6 +228,48 @@ int clapp_pipeline_find(const clapp_pipeline_desc *pd, const char *name)
     return -1;
 }
 
+int clapp_pipeline_insert(clapp_pipeline_desc *pd, int after, const char *type, const char *name,
+                          const char *const *kv, int n_kv, char *err, size_t errlen)
+{
+    clapp_pipe_elem *elems, e;
+    int rc = CLAPP_E_NOMEM;
+
+    if (after < 0 || after >= pd->n || !valid_elem_name(type) || !valid_elem_name(name)) {
+        set_err(err, errlen, "%s: cannot insert '%s' named '%s' after element %d", pd->file,
+                type, name, after);
+        return CLAPP_E_INVAL;
+    }
+    if (clapp_pipeline_find(pd, name) >= 0) {
+        set_err(err, errlen, "%s: an element named '%s' exists already", pd->file, name);
+        return CLAPP_E_INVAL;
+    }
+    memset(&e, 0, sizeof e);
+    e.type = strdup(type);
+    e.name = strdup(name);
+    if (!e.type || !e.name)
+        goto fail;
+    for (int k = 0; k < n_kv; k++) {
+        char *key = strdup(kv[2 * k]), *value = strdup(kv[2 * k + 1]);
+        if (!key || !value || add_kv(&e, key, value, 0, 0) < 0) {
+            free(key);
+            free(value);
+            goto fail;
+        }
+    }
+    elems = realloc(pd->elems, (size_t)(pd->n + 1) * sizeof *elems);
+    if (!elems)
+        goto fail;
+    pd->elems = elems;
+    memmove(&elems[after + 2], &elems[after + 1], (size_t)(pd->n - after - 1) * sizeof *elems);
+    elems[after + 1] = e;
+    pd->n++;
+    return CLAPP_OK;
+fail:
+    free_elem(&e);
+    set_err(err, errlen, "%s: out of memory", pd->file);
+    return rc;
+}
+
 /* Read an identifier-like word ([A-Za-z_] then `more` chars) into a new string. */
 static char *read_ident(scanner *sc, int allow_dash)
 {

@@ -71,6 +71,12 @@ int clapp_pipeline_parse_file(clapp_pipeline_desc *pd, const char *path, char *e
  * error listing the element names; the key is checked at resolve time. */
 int clapp_pipeline_set(clapp_pipeline_desc *pd, const char *assignment, char *err,
                        size_t errlen);
+/* Insert a new element TYPE named NAME right after element `after`, with
+ * raw key/value pairs kv[0..2*n_kv) ("key", "value", ...); resolve again
+ * afterwards. Used by the CLI to attach probes and feature writers to named
+ * elements (eval --probe, extract --element). */
+int clapp_pipeline_insert(clapp_pipeline_desc *pd, int after, const char *type, const char *name,
+                          const char *const *kv, int n_kv, char *err, size_t errlen);
 /* Check and type everything against the registry: unknown elements and keys
  * (CLAPP_E_NOTFOUND, with a "did you mean" and the valid list), bad values
  * (CLAPP_E_INVAL). Fills desc, values, value_text, lr and learn. May be called
