@@ -1106,6 +1106,84 @@ static void test_conv3d_local_form(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* 4b. Many im2col chunks per lane: K * P = 1728 * 2304 floats fill one chunk */
+
+static double dot_f(const float *a, const float *b, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+static void test_conv3d_chunked(void **state)
+{
+    fixture *f = *state;
+    /* No activation, BN or pool: the layer is linear in x and in W separately, so
+     * <grad_in, x> = L(x) - L(0) and <dW, W> = L(W) - L(0) (adjoint identities). */
+    const cfg c = {64, 4, 3, 3, 3, 1, 1, 1, 1, 1, 1, 0, 1, 0, 0, 0};
+    const int64_t lens[2] = {5, 3};
+    uint64_t st = 777;
+    layer L;
+    float *x[2], *g, *w0;
+    clapp_tensor gin, gt;
+    double l1, l0x, l0w, ex, ew;
+    int64_t nw;
+
+    /* Forward of the full layer (ReLU, BN, pool) against the reference. */
+    check_whole(f, (cfg){64, 4, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0}, 4, 48, 48, 0, 4, 23, 23, 21);
+
+    layer_open(&L, f, c, 22, 2, 5, 48, 48);
+    randomize_params(&L, &st);
+    nw = clapp_tensor_numel(L.w);
+    for (int b = 0; b < 2; b++) {
+        x[b] = random_seq(&st, &L, lens[b]);
+        set_lane(&L, b, x[b], lens[b], 0, lens[b], CLAPP_LANE_SEQ_START | CLAPP_LANE_SEQ_END, b);
+    }
+    layer_forward(&L);
+    assert_int_equal(L.out.lane[0].len, 5);
+    assert_int_equal(L.out.lane[1].len, 3);
+    g = calloc((size_t)clapp_tensor_numel(&L.out.x), sizeof(float));
+    w0 = malloc((size_t)nw * sizeof(float));
+    assert_non_null(g);
+    assert_non_null(w0);
+    for (int64_t b = 0; b < 2; b++)
+        for (int64_t o = 0; o < c.out; o++)
+            for (int64_t e = 0; e < L.out.lane[b].len * L.Q; e++)
+                g[(b * c.out + o) * L.To * L.Q + e] = rng_unif(&st);
+    gt = L.out.x;
+    gt.data = g;
+    assert_int_equal(clapp_tensor_alloc_shape(&gin, 5, L.in.x.shape), 0);
+    zero_grads(&L);
+    assert_int_equal(L.d->backward(L.self, &gt, &gin), CLAPP_OK);
+    l1 = loss_of(&L, g);
+    ex = dot_f(gin.data, L.in.x.data, clapp_tensor_numel(&L.in.x));
+    ew = dot_f(L.gw->data, L.w->data, nw);
+    /* L(0): the same run with zero input, then with zero weights. */
+    memset(L.in.x.data, 0, (size_t)clapp_tensor_numel(&L.in.x) * sizeof(float));
+    layer_forward(&L);
+    l0x = loss_of(&L, g);
+    memcpy(w0, L.w->data, (size_t)nw * sizeof(float));
+    memset(L.w->data, 0, (size_t)nw * sizeof(float));
+    for (int b = 0; b < 2; b++)
+        set_lane(&L, b, x[b], lens[b], 0, lens[b], CLAPP_LANE_SEQ_START | CLAPP_LANE_SEQ_END, b);
+    layer_forward(&L);
+    l0w = loss_of(&L, g);
+    memcpy(L.w->data, w0, (size_t)nw * sizeof(float));
+    printf("  chunked (one frame a chunk): <grad_in, x> %.6f vs L(x) - L(0) %.6f; <dW, W> %.6f vs L(W) - L(0) %.6f\n",
+           ex, l1 - l0x, ew, l1 - l0w);
+    assert_true(fabs(l1 - l0x) > 1.0 && fabs(l1 - l0w) > 1.0);
+    assert_true(fabs(ex - (l1 - l0x)) < 1e-4 * fabs(l1 - l0x));
+    assert_true(fabs(ew - (l1 - l0w)) < 1e-4 * fabs(l1 - l0w));
+    clapp_tensor_free(&gin);
+    free(g);
+    free(w0);
+    free(x[0]);
+    free(x[1]);
+    layer_close(&L);
+}
+
+/* ------------------------------------------------------------------------ */
 /* 5. BatchNorm running statistics, FROZEN mode, seeded initialisation       */
 
 static void test_conv3d_batchnorm_state(void **state)
@@ -1440,6 +1518,7 @@ int main(void)
         cmocka_unit_test(test_conv3d_streaming),
         cmocka_unit_test(test_conv3d_finite_differences),
         cmocka_unit_test(test_conv3d_local_form),
+        cmocka_unit_test(test_conv3d_chunked),
         cmocka_unit_test(test_conv3d_batchnorm_state),
         cmocka_unit_test(test_conv3d_seed),
         cmocka_unit_test(test_conv3d_lifecycle),

@@ -13,17 +13,21 @@
  * (< kt frames) to the next block, so outputs do not depend on where blocks
  * are cut. Space is ordinary zero padding (ph, pw).
  *
- * Compute: a table of frame pointers per lane (carried context, this block's
- * input or an implicit zero frame) feeds im2col into cols [K, ncap], one
- * column per (output frame, y, x), K = Cin*kt*kh*kw in the weight's own
- * order, so the whole block is one GEMM pre[out, N] = W[out, K] . cols.
- * Then bias, ReLU, BN and pool run channel by channel on the rows of pre.
+ * Compute: each lane's padded frames (carried context + this block's input)
+ * are staged frame-major and kept until the next forward. For chunks of a
+ * lane's output frames, im2col builds cols [K, c * P], one column per
+ * (output frame, y, x), K = Cin*kt*kh*kw in the weight's own order, and one
+ * GEMM adds W[out, K] . cols into pre[out, N] (N: all lanes' output columns,
+ * bias preset). Bias, ReLU, BN and pool then run channel by channel on the
+ * rows of pre. Only a chunk of columns exists at a time (~16 MB), not the
+ * whole block's, which would be kh*kw*kt/(sh*sw) times the input.
  *
  * Backward (LEARN mode, from the cached forward): the output gradient goes to
  * the argmax of each pool window, through BN with batch statistics (the full
- * formula, x-hat recomputed from pre), through ReLU; dW += dA . cols^T
- * straight into the weight gradient; grad_in gets W^T . dA scattered back
- * (col2im) in chunks of frames, for this block's input frames only.
+ * formula, x-hat recomputed from pre), through ReLU; then per chunk the
+ * columns are rebuilt from the staged frames, dW += dA . cols^T straight into
+ * the weight gradient, and grad_in gets W^T . dA scattered back (col2im) for
+ * this block's input frames only.
  */
 #include <cblas.h>
 #include <limits.h>
@@ -35,7 +39,7 @@
 
 #include "clapp/plugin.h"
 
-#define CONV3D_DCOLS_FLOATS (4L << 20)  /* backward dcols chunk: ~16 MB */
+#define CONV3D_COLS_FLOATS (4L << 20)   /* im2col chunk: ~16 MB */
 #define CONV3D_POOL_K 3                 /* MaxPool kernel (1, 3, 3) ... */
 #define CONV3D_POOL_S 2                 /* ... stride (1, 2, 2), no padding */
 
@@ -51,6 +55,8 @@ typedef struct conv3d_lane {
     int64_t start;    /* padded frame where output 0's window begins */
     int64_t base;     /* padded frame of input frame 0 (= carried context length) */
     int64_t len;      /* input frames of the block */
+    int64_t total;    /* padded frames of the block: staged ones, then end padding */
+    int64_t nreal;    /* staged frames (carried context + input) */
 } conv3d_lane;
 
 typedef struct conv3d {
@@ -73,22 +79,22 @@ typedef struct conv3d {
     int64_t ctx_cap;               /* max carried frames: max(kt - 1, pt) */
     int64_t stage_rows;            /* ctx_cap + t_in + pt: padded frames of one lane and block */
     int64_t max_frames;            /* B * t_out */
-    int64_t ncap;                  /* max_frames * P: leading dimension of cols/pre/act */
-    int64_t chunk;                 /* backward: output frames per dcols GEMM */
+    int64_t ncap;                  /* max_frames * P: leading dimension of pre/act */
+    int64_t chunk;                 /* output frames per im2col chunk (one GEMM) */
     int64_t n_frames;              /* output frames of the last forward */
 
     clapp_tensor       w, gw, b, gb, gamma, ggamma, beta, gbeta, rmean, rvar;
     clapp_named_tensor list[6];
     int32_t            n_list;
 
-    float        *cols;    /* [K, ncap] im2col columns */
+    float        *cols;    /* [K, chunk * P] im2col columns of one chunk; backward: also dcols */
     float        *pre;     /* [out, ncap] conv + bias */
     float        *act;     /* [out, ncap] after ReLU/BN; backward: dL/d(that) then dL/dpre */
     int32_t      *arg;     /* [out, max_frames * Q] pool argmax within the plane */
-    float        *dcols;   /* [K, chunk * P] */
     double       *mean;    /* [out] statistics the last forward normalised with */
     double       *invstd;  /* [out] */
     float        *ctx;     /* [B, ctx_cap, cin, H, W] carried frames per lane */
+    float        *stage;   /* [B, stage_rows, cin, H, W] the last block's padded frames, kept for backward */
     const float **fptr;    /* [stage_rows] one lane's padded frames (NULL: zero frame) */
     int64_t      *fstr;    /* [stage_rows] their channel strides */
     float       **gframes; /* [kt] backward: grad_in frames of one window (NULL: dropped) */
@@ -238,7 +244,7 @@ static void free_scratch(conv3d *cv)
     free(cv->pre);
     free(cv->act);
     free(cv->arg);
-    free(cv->dcols);
+    free(cv->stage);
     free(cv->mean);
     free(cv->invstd);
     free(cv->ctx);
@@ -247,7 +253,7 @@ static void free_scratch(conv3d *cv)
     free(cv->gframes);
     free(cv->gstr);
     free(cv->lanes);
-    cv->cols = cv->pre = cv->act = cv->dcols = cv->ctx = NULL;
+    cv->cols = cv->pre = cv->act = cv->stage = cv->ctx = NULL;
     cv->arg = NULL;
     cv->mean = cv->invstd = NULL;
     cv->fptr = NULL;
@@ -388,7 +394,7 @@ static int conv3d_configure(void *self, const clapp_stream_info *in, clapp_strea
 {
     conv3d *cv = self;
     int64_t B, cin, H, W, hc, wc;
-    double cols_floats;
+    double big;
     int rc;
     if (!cv || !in || !out)
         return CLAPP_E_INVAL;
@@ -451,33 +457,34 @@ static int conv3d_configure(void *self, const clapp_stream_info *in, clapp_strea
     cv->t_out = cv->stage_rows >= cv->kt ? (cv->stage_rows - cv->kt) / cv->st + 1 : 1;
     cv->max_frames = B * cv->t_out;
     cv->ncap = cv->max_frames * cv->P;
-    cols_floats = (double)cv->ncap * (double)(cv->K > cv->out_ch ? cv->K : cv->out_ch);
-    if ((double)cv->ncap > (double)INT_MAX || (double)cv->K > (double)INT_MAX || cols_floats > 4e9) {
-        clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name,
-                       "conv3d: block too large for im2col (%lld columns of %lld); use smaller blocks",
-                       (long long)cv->ncap, (long long)cv->K);
-        rc = CLAPP_E_NOMEM;
-        goto fail;
-    }
-    cv->chunk = CONV3D_DCOLS_FLOATS / (cv->K * cv->P);
+    cv->chunk = CONV3D_COLS_FLOATS / (cv->K * cv->P);
     if (cv->chunk < 1)
         cv->chunk = 1;
     if (cv->chunk > cv->t_out)
         cv->chunk = cv->t_out;
-    cv->cols = alloc_bytes(cv->K * cv->ncap * (int64_t)sizeof(float));
+    big = (double)cv->ncap * (double)cv->out_ch;
+    if ((double)cv->ncap > (double)INT_MAX || (double)cv->K * (double)cv->chunk * (double)cv->P > 4e9 ||
+        big > 4e9 || (double)B * (double)cv->stage_rows * (double)cv->frame > 4e9) {
+        clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name,
+                       "conv3d: block too large (%lld output columns of %lld channels); use smaller blocks",
+                       (long long)cv->ncap, (long long)cv->out_ch);
+        rc = CLAPP_E_NOMEM;
+        goto fail;
+    }
+    cv->cols = alloc_bytes(cv->K * cv->chunk * cv->P * (int64_t)sizeof(float));
     cv->pre = alloc_bytes(cv->out_ch * cv->ncap * (int64_t)sizeof(float));
     cv->act = alloc_bytes(cv->out_ch * cv->ncap * (int64_t)sizeof(float));
     cv->arg = alloc_bytes(cv->pool ? cv->out_ch * cv->max_frames * cv->Q * (int64_t)sizeof(int32_t) : 0);
-    cv->dcols = alloc_bytes(cv->K * cv->chunk * cv->P * (int64_t)sizeof(float));
     cv->mean = calloc((size_t)cv->out_ch, sizeof(double));
     cv->invstd = calloc((size_t)cv->out_ch, sizeof(double));
     cv->ctx = alloc_bytes(B * cv->ctx_cap * cv->frame * (int64_t)sizeof(float));
+    cv->stage = alloc_bytes(B * cv->stage_rows * cv->frame * (int64_t)sizeof(float));
     cv->fptr = calloc((size_t)cv->stage_rows, sizeof *cv->fptr);
     cv->fstr = calloc((size_t)cv->stage_rows, sizeof *cv->fstr);
     cv->gframes = calloc((size_t)cv->kt, sizeof *cv->gframes);
     cv->gstr = calloc((size_t)cv->kt, sizeof *cv->gstr);
     cv->lanes = calloc((size_t)B, sizeof *cv->lanes);
-    if (!cv->cols || !cv->pre || !cv->act || !cv->arg || !cv->dcols || !cv->mean || !cv->invstd ||
+    if (!cv->cols || !cv->pre || !cv->act || !cv->arg || !cv->stage || !cv->mean || !cv->invstd ||
         !cv->ctx || !cv->fptr || !cv->fstr || !cv->gframes || !cv->gstr || !cv->lanes)
         goto nomem;
     for (int64_t b = 0; b < B; b++)
@@ -494,8 +501,8 @@ static int conv3d_configure(void *self, const clapp_stream_info *in, clapp_strea
     return CLAPP_OK;
 nomem:
     clapp_host_log(cv->host, CLAPP_LOG_ERROR, cv->name,
-                   "conv3d: out of memory for parameters or scratch (%lld columns x %lld)",
-                   (long long)cv->ncap, (long long)cv->K);
+                   "conv3d: out of memory for parameters or scratch (%lld output columns x %lld channels)",
+                   (long long)cv->ncap, (long long)cv->out_ch);
     rc = CLAPP_E_NOMEM;
 fail:
     free_scratch(cv);
@@ -578,9 +585,32 @@ static void col2im_frame(const conv3d *cv, float *const *frames, const int64_t *
 /* ------------------------------------------------------------------------ */
 /* Streaming forward                                                         */
 
-/* Lay out one lane's padded frames (context + new input [+ end padding]),
- * write the im2col columns of its complete windows at global frame `off`,
- * and advance its streaming state. Returns the number of output frames. */
+/* Point fptr/fstr at lane b's padded frames of the last block: staged
+ * frames, then NULL (zero) frames of end padding. */
+static void lane_frames(conv3d *cv, int64_t b)
+{
+    const conv3d_lane *l = &cv->lanes[b];
+    const float *st = cv->stage + b * cv->stage_rows * cv->frame;
+    for (int64_t i = 0; i < l->total; i++) {
+        cv->fptr[i] = i < l->nreal ? st + i * cv->frame : NULL;
+        cv->fstr[i] = cv->HW;
+    }
+}
+
+/* im2col of output frames [j0, j0 + c) of lane b (lane_frames done) into cols [K, c * P]. */
+static void lane_im2col(conv3d *cv, int64_t b, int64_t j0, int64_t c)
+{
+    const conv3d_lane *l = &cv->lanes[b];
+    for (int64_t j = j0; j < j0 + c; j++) {
+        int64_t i = l->start + j * cv->st;
+        im2col_frame(cv, cv->fptr + i, cv->fstr + i, cv->cols + (j - j0) * cv->P, c * cv->P);
+    }
+}
+
+/* Stage one lane's padded frames (carried context + this block's input; end
+ * padding stays implicit), count its complete windows, and advance its
+ * streaming state. The frames stay staged until the next forward, so
+ * backward can rebuild the columns. Returns the number of output frames. */
 static int64_t lane_forward(conv3d *cv, int64_t b, const clapp_block *in, int64_t off)
 {
     conv3d_lane *l = &cv->lanes[b];
@@ -589,38 +619,28 @@ static int64_t lane_forward(conv3d *cv, int64_t b, const clapp_block *in, int64_
     const int64_t len = meta->len;
     const int end = (meta->flags & CLAPP_LANE_SEQ_END) != 0;
     float *ctx = cv->ctx + b * cv->ctx_cap * frame;
+    float *st = cv->stage + b * cv->stage_rows * frame;
     const float *x = in->x.data + b * cv->cin * cv->t_in * HW;
-    int64_t total, start, avail, n, consumed, rest, old_ctx;
+    int64_t start, avail, n, consumed, old_ctx;
 
     if (meta->flags & CLAPP_LANE_SEQ_START)
         lane_restart(cv, b);
     l->off = off;
     if (meta->seq_id < 0 && len == 0 && !(meta->flags & CLAPP_LANE_SEQ_START)) {
         /* Idle lane: no sequence, so no padding-only outputs (pt >= kt). */
-        l->n = l->len = l->start = l->base = 0;
+        l->n = l->len = l->start = l->base = l->total = l->nreal = 0;
         return 0;
     }
     old_ctx = l->ctx_len;
-    total = old_ctx + len + (end ? cv->pt : 0);
-    for (int64_t i = 0; i < total; i++) {
-        if (i < old_ctx) {
-            cv->fptr[i] = ctx + i * frame;
-            cv->fstr[i] = HW;
-        } else if (i < old_ctx + len) {
-            cv->fptr[i] = x + (i - old_ctx) * HW;
-            cv->fstr[i] = cv->t_in * HW;
-        } else {
-            cv->fptr[i] = NULL;
-            cv->fstr[i] = 0;
-        }
-    }
-    start = min64(l->skip, total);
-    avail = total - start;
+    memcpy(st, ctx, (size_t)(old_ctx * frame) * sizeof(float));
+    for (int64_t t = 0; t < len; t++)
+        for (int64_t c = 0; c < cv->cin; c++)
+            memcpy(st + (old_ctx + t) * frame + c * HW, x + (c * cv->t_in + t) * HW, (size_t)HW * sizeof(float));
+    l->nreal = old_ctx + len;
+    l->total = l->nreal + (end ? cv->pt : 0);
+    start = min64(l->skip, l->total);
+    avail = l->total - start;
     n = avail >= k ? (avail - k) / s + 1 : 0;
-    for (int64_t j = 0; j < n; j++)
-        im2col_frame(cv, cv->fptr + start + j * s, cv->fstr + start + j * s, cv->cols + (off + j) * cv->P,
-                     cv->ncap);
-
     l->n = n;
     l->start = start;
     l->base = old_ctx;
@@ -631,17 +651,10 @@ static int64_t lane_forward(conv3d *cv, int64_t b, const clapp_block *in, int64_
         return n;
     }
     consumed = start + n * s;
-    l->skip = (l->skip - start) + (consumed > total ? consumed - total : 0);
-    rest = consumed < total ? total - consumed : 0;
-    /* Carry frames [consumed, total): the old context's tail moves to the front
-     * (forward memmove), then this block's frames are copied plane by plane. */
-    if (consumed < old_ctx)
-        memmove(ctx, ctx + consumed * frame, (size_t)((old_ctx - consumed) * frame) * sizeof(float));
-    for (int64_t i = consumed > old_ctx ? consumed : old_ctx; i < total; i++)
-        for (int64_t c = 0; c < cv->cin; c++)
-            memcpy(ctx + (i - consumed) * frame + c * HW, cv->fptr[i] + c * cv->fstr[i],
-                   (size_t)HW * sizeof(float));
-    l->ctx_len = rest;
+    l->skip = (l->skip - start) + (consumed > l->total ? consumed - l->total : 0);
+    l->ctx_len = consumed < l->total ? l->total - consumed : 0;
+    /* Carry staged frames [consumed, total) (no padding: not at the end). */
+    memcpy(ctx, st + consumed * frame, (size_t)(l->ctx_len * frame) * sizeof(float));
     l->emitted += n;
     return n;
 }
@@ -759,8 +772,18 @@ static int conv3d_forward(void *self, const clapp_block *in, clapp_block *out)
         for (int64_t j = 0; j < N; j++)
             a[j] = bias;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)cv->K, 1.0f, cv->w.data,
-                (int)cv->K, cv->cols, (int)cv->ncap, 1.0f, cv->pre, (int)cv->ncap);
+    for (int64_t b = 0; b < cv->B; b++) {
+        const conv3d_lane *l = &cv->lanes[b];
+        if (l->n > 0)
+            lane_frames(cv, b);
+        for (int64_t j0 = 0; j0 < l->n; j0 += cv->chunk) {
+            int64_t c = min64(l->n - j0, cv->chunk);
+            lane_im2col(cv, b, j0, c);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)(c * cv->P), (int)cv->K, 1.0f,
+                        cv->w.data, (int)cv->K, cv->cols, (int)(c * cv->P), 1.0f,
+                        cv->pre + (l->off + j0) * cv->P, (int)cv->ncap);
+        }
+    }
     for (int64_t o = 0; o < M; o++) {
         const float *v = cv->act + o * cv->ncap;
         channel_post(cv, o, N);
@@ -867,27 +890,33 @@ static int conv3d_backward(void *self, const clapp_tensor *grad_out, clapp_tenso
         }
         channel_grad(cv, o, N);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)K, (int)N, 1.0f, cv->act, (int)cv->ncap,
-                cv->cols, (int)cv->ncap, 1.0f, cv->gw.data, (int)K);
-
-    if (!grad_in)
-        return CLAPP_OK;
+    /* Per chunk of a lane's output frames: rebuild the columns from the staged
+     * frames, dW += dA . cols^T, then (if asked) dcols = W^T . dA into the same
+     * buffer and col2im onto this block's input frames only: carried context
+     * and padding are dropped. */
     for (int64_t b = 0; b < cv->B; b++) {
         const conv3d_lane *l = &cv->lanes[b];
-        float *gx = grad_in->data + b * cv->cin * cv->t_in * cv->HW;
+        float *gx = grad_in ? grad_in->data + b * cv->cin * cv->t_in * cv->HW : NULL;
+        if (l->n > 0)
+            lane_frames(cv, b);
         for (int64_t j0 = 0; j0 < l->n; j0 += cv->chunk) {
             int64_t c = min64(l->n - j0, cv->chunk), ld = c * cv->P;
+            const float *da = cv->act + (l->off + j0) * cv->P;
+            lane_im2col(cv, b, j0, c);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)K, (int)ld, 1.0f, da,
+                        (int)cv->ncap, cv->cols, (int)ld, 1.0f, cv->gw.data, (int)K);
+            if (!gx)
+                continue;
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)K, (int)ld, (int)M, 1.0f, cv->w.data,
-                        (int)K, cv->act + (l->off + j0) * cv->P, (int)cv->ncap, 0.0f, cv->dcols, (int)ld);
+                        (int)K, da, (int)cv->ncap, 0.0f, cv->cols, (int)ld);
             for (int64_t j = j0; j < j0 + c; j++) {
-                /* Only this block's input frames: carried context and padding are dropped. */
                 int64_t first = l->start + j * cv->st;
                 for (int64_t dt = 0; dt < cv->kt; dt++) {
                     int64_t i = first + dt - l->base;
                     cv->gframes[dt] = i >= 0 && i < l->len ? gx + i * cv->HW : NULL;
                     cv->gstr[dt] = cv->t_in * cv->HW;
                 }
-                col2im_frame(cv, cv->gframes, cv->gstr, cv->dcols + (j - j0) * cv->P, ld);
+                col2im_frame(cv, cv->gframes, cv->gstr, cv->cols + (j - j0) * cv->P, ld);
             }
         }
     }
