@@ -18,9 +18,10 @@
  * lane's output frames, im2col builds cols [K, c * P], one column per
  * (output frame, y, x), K = Cin*kt*kh*kw in the weight's own order, and one
  * GEMM adds W[out, K] . cols into pre[out, N] (N: all lanes' output columns,
- * bias preset). Bias, ReLU, BN and pool then run channel by channel on the
- * rows of pre. Only a chunk of columns exists at a time (~16 MB), not the
- * whole block's, which would be kh*kw*kt/(sh*sw) times the input.
+ * bias preset). ReLU, BN and pool then run channel by channel on the rows of
+ * pre. Only one chunk of columns exists at a time (~16 MB): the whole block's
+ * would be about kt*kh*kw/(sh*sw) times the input (800 MB for the paper's
+ * layer 2 at B = 8, T = 54).
  *
  * Backward (LEARN mode, from the cached forward): the output gradient goes to
  * the argmax of each pool window, through BN with batch statistics (the full
