@@ -97,6 +97,61 @@ static cJSON *elements_json(const clapp_graph *g)
     return root;
 }
 
+/* The loss elements' PRNG states as one JSON text: {"clapp0": "hex hex hex hex"}
+ * (16 hex digits per word: JSON numbers cannot hold 64 bits exactly). */
+static char *rng_json(const clapp_graph *g)
+{
+    cJSON *root = cJSON_CreateObject();
+    char *text = NULL;
+    for (int i = 1; root && i < g->n; i++) {
+        uint64_t st[4];
+        char buf[80];
+        if (!g->nodes[i].loss)
+            continue;
+        clapp_loss_get_rng(g->nodes[i].loss, st);
+        snprintf(buf, sizeof buf, "%016llx %016llx %016llx %016llx", (unsigned long long)st[0],
+                 (unsigned long long)st[1], (unsigned long long)st[2], (unsigned long long)st[3]);
+        cJSON_AddStringToObject(root, g->nodes[i].pe->name, buf);
+    }
+    if (root)
+        text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return text;
+}
+
+/* Parse the "rng" metadata into states[] (one per node; have[i] set where
+ * present). A malformed entry is corruption. */
+static int rng_parse(const char *text, const clapp_graph *g, uint64_t (*states)[4], char *have,
+                     const char *path, char *err, size_t errlen)
+{
+    cJSON *root = cJSON_Parse(text);
+    int rc = CLAPP_OK;
+    if (!cJSON_IsObject(root)) {
+        snprintf(err, errlen, "%s: corrupt 'rng' metadata (not a JSON object)", path);
+        rc = CLAPP_E_FORMAT;
+        goto done;
+    }
+    for (int i = 1; i < g->n; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, g->nodes[i].pe->name);
+        unsigned long long w[4];
+        int used = 0;
+        if (!g->nodes[i].loss || !v)
+            continue;
+        if (!cJSON_IsString(v) || sscanf(v->valuestring, "%16llx %16llx %16llx %16llx%n", &w[0], &w[1],
+                                         &w[2], &w[3], &used) != 4 || v->valuestring[used]) {
+            snprintf(err, errlen, "%s: corrupt 'rng' metadata of element '%s'", path, g->nodes[i].pe->name);
+            rc = CLAPP_E_FORMAT;
+            goto done;
+        }
+        for (int k = 0; k < 4; k++)
+            states[i][k] = (uint64_t)w[k];
+        have[i] = 1;
+    }
+done:
+    cJSON_Delete(root);
+    return rc;
+}
+
 static int write_all(int fd, const void *buf, size_t n)
 {
     const char *p = buf;
@@ -119,6 +174,7 @@ int clapp_checkpoint_save(const clapp_graph *g, const char *path,
     ckpt_list l = {0};
     cJSON *hdr = NULL, *meta, *elems = NULL;
     char *json = NULL, *tmp = NULL, *pipeline = NULL, *elems_text = NULL, *dircopy = NULL;
+    char *rng_text = NULL;
     char num[32];
     int fd = -1, rc = CLAPP_OK, dfd;
     uint64_t offset = 0, hlen, padded;
@@ -141,6 +197,14 @@ int clapp_checkpoint_save(const clapp_graph *g, const char *path,
     cJSON_AddStringToObject(meta, "blocks", num);
     snprintf(num, sizeof num, "%lld", (long long)g->optim.t);
     cJSON_AddStringToObject(meta, "optim_step", num);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)g->p.seed);
+    cJSON_AddStringToObject(meta, "seed", num);
+    rng_text = rng_json(g);
+    if (!rng_text) {
+        rc = CLAPP_E_NOMEM;
+        goto done;
+    }
+    cJSON_AddStringToObject(meta, "rng", rng_text);
     for (int i = 0; i < l.n; i++) {
         const clapp_tensor *t = l.items[i].t;
         cJSON *e = cJSON_AddObjectToObject(hdr, l.items[i].name);
@@ -215,6 +279,7 @@ done:
     free(dircopy);
     free(tmp);
     free(json);
+    cJSON_free(rng_text);
     free(pipeline);
     cJSON_free(elems_text);
     cJSON_Delete(elems);
@@ -389,8 +454,10 @@ int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoi
     ckpt_file cf;
     ckpt_list l = {0};
     uint64_t *begins = NULL;
+    uint64_t (*rng_states)[4] = NULL;
+    char *rng_have = NULL;
     float **staged = NULL;
-    const char *fmt;
+    const char *fmt, *rng_text;
     int rc, strict = !opt || opt->strict;
 
     rc = ckpt_open(&cf, path, err, errlen);
@@ -404,6 +471,15 @@ int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoi
         goto done;
     }
     if ((rc = check_elements(&cf, g, path, err, errlen)) < 0)
+        goto done;
+    rng_states = calloc((size_t)g->n + 1, sizeof *rng_states);
+    rng_have = calloc((size_t)g->n + 1, 1);
+    if (!rng_states || !rng_have) {
+        rc = CLAPP_E_NOMEM;
+        goto done;
+    }
+    rng_text = meta_get(&cf, "rng");
+    if (rng_text && (rc = rng_parse(rng_text, g, rng_states, rng_have, path, err, errlen)) < 0)
         goto done;
     if ((rc = collect(g, opt && opt->with_optimizer, &l)) < 0)
         goto done;
@@ -448,7 +524,12 @@ int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoi
         if (opt && opt->with_optimizer && step)
             g->optim.t = strtoll(step, NULL, 10);
     }
+    for (int i = 1; i < g->n; i++)
+        if (rng_have[i])
+            clapp_loss_set_rng(g->nodes[i].loss, rng_states[i]);
 done:
+    free(rng_states);
+    free(rng_have);
     for (int i = 0; staged && i < l.n; i++)
         free(staged[i]);
     free(staged);

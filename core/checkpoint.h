@@ -4,7 +4,9 @@
  * the optimizer's moments as "__optim__.ELEMENT.NAME.m" / ".v".
  * __metadata__ (string -> string): "format" = "clapp-checkpoint-1",
  * "pipeline" (canonical pipeline text), "elements" (JSON: name -> {id,
- * version}), "blocks" and "optim_step" (counters).
+ * version}), "blocks" and "optim_step" (counters), "seed" (the run seed) and
+ * "rng" (JSON: loss element name -> its PRNG state as 4 hex words; restored
+ * on load, so a resumed run draws what the uninterrupted run draws).
  *
  * Writing is atomic: a temporary file in the same folder, fsync, rename,
  * fsync of the folder; a crash leaves the previous checkpoint intact.
