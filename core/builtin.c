@@ -19,6 +19,9 @@ static const clapp_param_desc source_params[] = {
     {"color", CLAPP_PARAM_ENUM, "gray", 0, 0, "gray|rgb", "video channels"},
     {"backend", CLAPP_PARAM_ENUM, "auto", 0, 0, "auto|ffmpeg|sndfile", "audio decoder"},
     {"shuffle", CLAPP_PARAM_BOOL, "false", 0, 1, NULL, "shuffle the manifest order every epoch"},
+    {"gain", CLAPP_PARAM_FLOAT, "1", -1e12, 1e12, NULL,
+     "input normalisation: every value becomes gain * value + offset"},
+    {"offset", CLAPP_PARAM_FLOAT, "0", -1e12, 1e12, NULL, "see gain"},
 };
 
 const clapp_plugin_desc clapp_builtin_source_desc = {

@@ -102,6 +102,8 @@ void clapp_source_default_params(clapp_source_params *p)
     p->mode = CLAPP_SOURCE_STREAM;
     p->window_align = 160;
     p->label_rate = 100;
+    p->gain = 1.0f;
+    p->offset = 0.0f;
     p->seed = 1;
     p->shuffle = 0;
     p->epochs = 1;
@@ -242,6 +244,15 @@ static void lane_emit(clapp_source *src, clapp_block *blk, int32_t b, lane_state
                        (size_t)hw * sizeof(float));
     } else {
         memcpy(x, src->staging, (size_t)n * sizeof(float));
+    }
+    if (src->p.gain != 1.0f || src->p.offset != 0.0f) {
+        const int64_t per_c = src->p.decode.kind == CLAPP_MEDIA_VIDEO ? src->hw : 1;
+        const int64_t C = src->p.decode.kind == CLAPP_MEDIA_VIDEO ? src->p.decode.channels : 1;
+        for (int64_t c = 0; c < C; c++) {
+            float *xc = x + c * T * per_c;
+            for (int64_t i = 0; i < n * per_c; i++)
+                xc[i] = src->p.gain * xc[i] + src->p.offset;
+        }
     }
     L->seq_id = st->seq_id;
     L->seq_name = src->m->entries[st->entry].key;

@@ -78,6 +78,8 @@ typedef struct clapp_source_params {
     uint64_t            seed;        /* window starts and shuffling */
     int                 shuffle;     /* shuffle manifest order per epoch */
     int32_t             epochs;      /* passes over the manifest */
+    float               gain, offset;/* every valid value becomes gain * value + offset (input
+                                      * normalisation; default 1, 0) */
     clapp_labelset     *classes;     /* set for the LABEL column; NULL: the `labels` set of create
                                       * (a frozen set refuses unknown class names at create) */
 } clapp_source_params;

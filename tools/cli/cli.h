@@ -14,10 +14,10 @@ enum { CLI_OK = 0, CLI_FAILED = 1, CLI_USAGE = 2 };
 /* A host that prints to standard error, "clapp: who: message". */
 void cli_host_init(clapp_host *host, int verbosity);
 
-/* Load, override (--set) and resolve a pipeline file; prints the error and
- * returns CLI_USAGE on failure. */
+/* Load a pipeline file, attach probes (--probe NAME[:TYPE]), apply the
+ * overrides (--set) and resolve; prints the error and returns CLI_USAGE on failure. */
 int  cli_pipeline_load(clapp_pipeline_desc *pd, const char *path, char **sets, int n_sets,
-                       const clapp_registry *reg);
+                       char **probes, int n_probes, const clapp_registry *reg);
 
 int  cli_inspect(int argc, char **argv);
 int  cli_run(int argc, char **argv);

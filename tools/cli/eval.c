@@ -10,10 +10,13 @@
 static void eval_usage(void)
 {
     printf("usage: clapp eval PIPE (--checkpoint C | --random-init) --train MANIFEST --test MANIFEST\n"
-           "                  [--epochs N] [--seed S] [--json FILE] [--set NAME.KEY=VALUE]... [-q|-v]\n"
+           "                  [--probe ELEMENT[:TYPE]]... [--epochs N] [--seed S] [--json FILE]\n"
+           "                  [--set NAME.KEY=VALUE]... [-q|-v]\n"
            "Loads the encoder from the checkpoint (or keeps its seeded random initialisation with\n"
            "--random-init), freezes it, trains every probe of the pipeline for N epochs (default 1)\n"
            "over the whole files of the train manifest, then measures them on the test manifest.\n"
+           "--probe attaches a probe (default probe_phoneme) to the output of ELEMENT, named\n"
+           "probe_ELEMENT; probes already in the pipeline are measured too.\n"
            "Prints a table, then the report as one JSON line (also written to --json FILE).\n");
 }
 
@@ -44,12 +47,14 @@ int cli_eval(int argc, char **argv)
         if (help)
             eval_usage();
         free(o.sets);
+    free(o.probes);
         return status;
     }
     if (!o.train || !o.test || (!o.checkpoint && !o.random_init) || (o.checkpoint && o.random_init)) {
         fprintf(stderr, "clapp: error: eval needs --train and --test manifests and exactly one of "
                         "--checkpoint or --random-init\n");
         free(o.sets);
+    free(o.probes);
         return CLI_USAGE;
     }
     o.data = o.train;
@@ -65,41 +70,55 @@ int cli_eval(int argc, char **argv)
         status = CLI_FAILED;
     }
     if (status == CLI_OK) {
-        printf("%-16s %-16s %s\n", "probe", "element", "test report");
-        for (int i = 1; i < s.graph.n; i++) {
-            if (s.graph.nodes[i].kind != CLAPP_KIND_SINK ||
-                clapp_graph_report(&s.graph, i, report, sizeof report) < 0 || !report[0])
-                continue;
-            int p = s.graph.nodes[i].producer;
-            printf("%-16s %-16s %s\n", s.graph.nodes[i].pe->name,
-                   p >= 0 ? s.graph.nodes[p].pe->name : "source", report);
+        /* report() may restart a probe's running means: call it once per probe. */
+        char **reports = calloc((size_t)s.graph.n, sizeof *reports);
+        if (!reports) {
+            status = CLI_FAILED;
+            goto out;
         }
-        for (FILE *f = stdout; f; f = f == stdout ? json : NULL) {
-            fprintf(f, "{\"pipeline\":\"%s\",\"checkpoint\":", o.pipe);
+        for (int i = 1; i < s.graph.n; i++)
+            if (s.graph.nodes[i].kind == CLAPP_KIND_SINK &&
+                clapp_graph_report(&s.graph, i, report, sizeof report) >= 0 && report[0])
+                reports[i] = strdup(report);
+        printf("%-20s %-16s %s\n", "probe", "element", "test report");
+        for (int i = 1; i < s.graph.n; i++) {
+            int p = s.graph.nodes[i].producer;
+            if (reports[i])
+                printf("%-20s %-16s %s\n", s.graph.nodes[i].pe->name,
+                       p >= 0 ? s.graph.nodes[p].pe->name : "source", reports[i]);
+        }
+        /* The same JSON line on standard output and, with --json, in the file. */
+        FILE *outs[2] = {stdout, json};
+        for (int f = 0; f < 2 && outs[f]; f++) {
+            fprintf(outs[f], "{\"pipeline\":\"%s\",\"checkpoint\":", o.pipe);
             if (o.checkpoint)
-                fprintf(f, "\"%s\"", o.checkpoint);
+                fprintf(outs[f], "\"%s\"", o.checkpoint);
             else
-                fprintf(f, "null");
-            fprintf(f, ",\"random_init\":%s,\"train\":\"%s\",\"test\":\"%s\",\"epochs\":%d,\"probes\":{",
+                fprintf(outs[f], "null");
+            fprintf(outs[f], ",\"random_init\":%s,\"train\":\"%s\",\"test\":\"%s\",\"epochs\":%d,\"probes\":{",
                     o.random_init ? "true" : "false", o.train, o.test, o.epochs);
             probes = 0;
             for (int i = 1; i < s.graph.n; i++) {
-                if (s.graph.nodes[i].kind != CLAPP_KIND_SINK ||
-                    clapp_graph_report(&s.graph, i, report, sizeof report) < 0 || !report[0])
-                    continue;
                 int p = s.graph.nodes[i].producer;
-                fprintf(f, "%s\"%s\":{\"element\":\"%s\",\"report\":%s}", probes++ ? "," : "",
+                if (!reports[i])
+                    continue;
+                fprintf(outs[f], "%s\"%s\":{\"element\":\"%s\",\"report\":%s}", probes++ ? "," : "",
                         s.graph.nodes[i].pe->name, p >= 0 ? s.graph.nodes[p].pe->name : "source",
-                        report);
+                        reports[i]);
             }
-            fprintf(f, "}}\n");
+            fprintf(outs[f], "}}\n");
         }
         if (!probes)
             fprintf(stderr, "clapp: warning: the pipeline has no probe that reports anything\n");
+        for (int i = 0; i < s.graph.n; i++)
+            free(reports[i]);
+        free(reports);
     }
+out:
     if (json)
         fclose(json);
     cli_session_close(&s);
     free(o.sets);
+    free(o.probes);
     return status;
 }

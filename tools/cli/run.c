@@ -25,6 +25,7 @@ int cli_run(int argc, char **argv)
         if (help)
             run_usage();
         free(o.sets);
+    free(o.probes);
         return status;
     }
     status = cli_session_open(&s, &o, 0);
@@ -34,5 +35,6 @@ int cli_run(int argc, char **argv)
         status = cli_session_run(&s, &o);
     cli_session_close(&s);
     free(o.sets);
+    free(o.probes);
     return status;
 }

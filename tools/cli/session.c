@@ -15,7 +15,8 @@ int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
     o->lr = -1;
     *help = 0;
     o->sets = calloc((size_t)argc + 1, sizeof *o->sets);
-    if (!o->sets)
+    o->probes = calloc((size_t)argc + 1, sizeof *o->probes);
+    if (!o->sets || !o->probes)
         return CLI_FAILED;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -36,7 +37,8 @@ int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
         } else if (!strcmp(a, "--data") || !strcmp(a, "--set") || !strcmp(a, "--epochs") ||
                    !strcmp(a, "--seed") || !strcmp(a, "--lr") || !strcmp(a, "--metrics") ||
                    !strcmp(a, "--checkpoint") || !strcmp(a, "--checkpoint-every") ||
-                   !strcmp(a, "--train") || !strcmp(a, "--test") || !strcmp(a, "--json")) {
+                   !strcmp(a, "--train") || !strcmp(a, "--test") || !strcmp(a, "--json") ||
+                   !strcmp(a, "--probe")) {
             char *end = NULL;
             if (!v) {
                 fprintf(stderr, "clapp: error: %s needs a value\n", a);
@@ -49,6 +51,8 @@ int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
                 o->metrics = v;
             } else if (!strcmp(a, "--checkpoint")) {
                 o->checkpoint = v;
+            } else if (!strcmp(a, "--probe")) {
+                o->probes[o->n_probes++] = (char *)v;
             } else if (!strcmp(a, "--train")) {
                 o->train = v;
             } else if (!strcmp(a, "--test")) {
@@ -126,6 +130,8 @@ static void source_params_from(clapp_source_params *sp, const clapp_pipe_elem *p
     sp->window_align = src_value(pe, "window_align")->i;
     sp->label_rate = src_value(pe, "label_rate")->f;
     sp->shuffle = (int)src_value(pe, "shuffle")->i;
+    sp->gain = (float)src_value(pe, "gain")->f;
+    sp->offset = (float)src_value(pe, "offset")->f;
     sp->seed = o->seed;
     sp->epochs = o->epochs;
 }
@@ -172,7 +178,7 @@ int cli_session_open(cli_session *s, const cli_options *o, int learn)
         fprintf(stderr, "clapp: error: cannot set up the element registry\n");
         return CLI_FAILED;
     }
-    rc = cli_pipeline_load(&s->pd, o->pipe, o->sets, o->n_sets, &s->reg);
+    rc = cli_pipeline_load(&s->pd, o->pipe, o->sets, o->n_sets, o->probes, o->n_probes, &s->reg);
     if (rc != CLI_OK)
         return rc;
     if (s->pd.n < 1 || s->pd.elems[0].desc->kind != CLAPP_KIND_SOURCE) {

@@ -27,6 +27,8 @@ typedef struct cli_options {
     const char *test;        /* eval: probe test manifest */
     int         random_init; /* eval: no checkpoint, the random-init encoder */
     const char *json;        /* eval: write the report here too */
+    char      **probes;      /* eval: attach a probe after these elements ("NAME" or "NAME:TYPE") */
+    int         n_probes;
 } cli_options;
 
 typedef struct cli_session {

@@ -32,6 +32,7 @@ int cli_train(int argc, char **argv)
         if (help)
             train_usage();
         free(o.sets);
+    free(o.probes);
         return status;
     }
     status = cli_session_open(&s, &o, 1);
@@ -58,5 +59,6 @@ int cli_train(int argc, char **argv)
     }
     cli_session_close(&s);
     free(o.sets);
+    free(o.probes);
     return status;
 }
