@@ -23,5 +23,7 @@ int  cli_inspect(int argc, char **argv);
 int  cli_run(int argc, char **argv);
 int  cli_train(int argc, char **argv);
 int  cli_eval(int argc, char **argv);
+int  cli_extract(int argc, char **argv);
+int  cli_validate(int argc, char **argv);
 
 #endif

@@ -16,6 +16,9 @@ static void usage(FILE *f)
             "  train PIPE --data MANIFEST   learn online over the manifest (JSONL metrics)\n"
             "  eval PIPE --checkpoint C --train M --test M\n"
             "                               train the probes on a frozen encoder, report test accuracy\n"
+            "  extract PIPE --checkpoint C --data MANIFEST --out DIR [--element NAME]...\n"
+            "                               write features (.npy + .json sidecar) per file and element\n"
+            "  validate PLUGIN.so           check a plugin against the ABI (lifecycle, seed, gradients)\n"
             "\n"
             "'clapp COMMAND --help' describes a command.\n");
 }
@@ -42,6 +45,10 @@ int main(int argc, char **argv)
         return cli_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "eval"))
         return cli_eval(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "extract"))
+        return cli_extract(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "validate"))
+        return cli_validate(argc - 1, argv + 1);
     fprintf(stderr, "clapp: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return CLI_USAGE;
