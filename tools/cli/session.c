@@ -323,6 +323,19 @@ int cli_session_run(cli_session *s, const cli_options *o)
         fprintf(stderr, "clapp: error: cannot start decoding (status %d)\n", rc);
         return CLI_FAILED;
     }
+    /* Resume: the source is a pure function of (seed, epoch, manifest), so
+     * decoding and dropping the blocks already learned from lands exactly
+     * where the checkpoint was taken. Costs decoding time, no compute. In
+     * window mode every block starts fresh sequences, so the result is
+     * bit-identical; in stream mode the layers restart their context. */
+    for (int64_t k = 0; k < s->skip_blocks && (rc = clapp_source_next(s->src, &blk)) > 0; k++)
+        for (int32_t b = 0; b < blk->lanes; b++)
+            steps += blk->lane[b].len;
+    if (s->skip_blocks > 0 && rc <= 0) {
+        fprintf(stderr, "clapp: error: cannot resume: the data ends before block %lld of the checkpoint "
+                "(another manifest, --epochs or --seed?)\n", (long long)s->skip_blocks);
+        return CLI_USAGE;
+    }
     while ((rc = clapp_source_next(s->src, &blk)) > 0) {
         for (int32_t b = 0; b < blk->lanes; b++)
             steps += blk->lane[b].len;

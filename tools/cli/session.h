@@ -44,6 +44,9 @@ typedef struct cli_session {
     int                 have_graph;
     FILE               *metrics;      /* JSONL per block when learning, or NULL */
     int                 progress;     /* human progress line on standard error */
+    int64_t             skip_blocks;  /* resume: source blocks to decode and discard first (the
+                                         checkpoint's block count), so the run continues exactly
+                                         where the interrupted one stopped */
 } cli_session;
 
 /* Parse the options shared by run and train. Returns CLI_OK, or CLI_USAGE

@@ -51,7 +51,16 @@ int cli_train(int argc, char **argv)
                 fprintf(stderr, "clapp: error: --resume needs --checkpoint PATH\n");
                 status = CLI_USAGE;
             } else {
+                char err[1024] = "", *seed = clapp_checkpoint_read_meta(o.checkpoint, "seed", err, sizeof err);
                 status = cli_session_load(&s, o.checkpoint, 1);
+                /* The data order and window starts follow the seed: another one cannot resume. */
+                if (status == CLI_OK && seed && strtoull(seed, NULL, 10) != o.seed) {
+                    fprintf(stderr, "clapp: error: %s was trained with --seed %s; resume with the same seed\n",
+                            o.checkpoint, seed);
+                    status = CLI_USAGE;
+                }
+                free(seed);
+                s.skip_blocks = s.graph.blocks;
             }
         }
         if (status == CLI_OK)
