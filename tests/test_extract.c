@@ -158,7 +158,10 @@ static void test_extract_one_hour_memory(void **state)
     assert_int_equal(wait4(pid, &wstatus, 0, &ru), pid);
     assert_true(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
     fprintf(stderr, "extract of 1 h of 16 kHz audio: peak RSS %.1f MB\n", (double)ru.ru_maxrss / 1024.0);
+#ifndef CLAPP_SANITIZED
+    /* (shadow memory and quarantine make RSS meaningless under ASan) */
     assert_true(ru.ru_maxrss < 200 * 1024);
+#endif
     /* 100 frames/s for an hour, 32 channels */
     assert_int_equal(tu_run("grep -q '\"frames\":.360000,' %s/x/hour.conv2.json && "
                             "test $(stat -c %%s %s/x/hour.conv2.npy) -eq $((128 + 360000 * 32 * 4))", dir, dir), 0);
