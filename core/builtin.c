@@ -50,6 +50,9 @@ static const clapp_param_desc loss_params[] = {
      "predict the output of this element instead of the input's own future"},
     {"grad_target", CLAPP_PARAM_BOOL, "true", 0, 1, NULL,
      "with target=: also update the target element through its target role"},
+    {"form", CLAPP_PARAM_ENUM, "auto", 0, 0, "auto|flat|video",
+     "video: [B, C, T, H, W] streams, W_k shared over positions, all other (clip, time) pairs "
+     "negative (core/loss_video.h); flat: one vector per step; auto: video for 5-D streams"},
 };
 
 const clapp_plugin_desc clapp_builtin_loss_desc = {

@@ -66,12 +66,40 @@ static int64_t step_features(const clapp_stream_info *s)
     return d;
 }
 
+/* The `clapp` element's two forms (form=flat: core/loss.h; form=video:
+ * core/loss_video.h) behind one small interface; a node holds one of them. */
+enum { LOSS_FORM_AUTO = 0, LOSS_FORM_FLAT = 1, LOSS_FORM_VIDEO = 2 };
+
+static int loss_tensors(clapp_node *nd)
+{
+    if (nd->loss_video)
+        return clapp_loss_video_tensors(nd->loss_video, &nd->tensors, &nd->n_tensors);
+    return clapp_loss_tensors(nd->loss, &nd->tensors, &nd->n_tensors);
+}
+
+static int loss_compute(clapp_node *nd, const clapp_block *z, const clapp_block *c,
+                        clapp_tensor *grad_z, clapp_tensor *grad_c)
+{
+    if (nd->loss_video)
+        return clapp_loss_video_compute(nd->loss_video, z, c, grad_z, grad_c, &nd->last);
+    return clapp_loss_compute(nd->loss, z, c, grad_z, grad_c, &nd->last);
+}
+
+static void loss_destroy(clapp_node *nd)
+{
+    clapp_loss_video_destroy(nd->loss_video);
+    clapp_loss_destroy(nd->loss);
+    nd->loss_video = NULL;
+    nd->loss = NULL;
+}
+
 static int create_loss(clapp_graph *g, int i, char *err, size_t errlen)
 {
     clapp_node *nd = &g->nodes[i];
     const clapp_pipe_elem *pe = nd->pe;
     const char *target = value_of(pe, "target")->s;
     const clapp_stream_info *cs, *zs;
+    int64_t form;
     int rc;
 
     if (nd->producer < 0) {
@@ -111,13 +139,27 @@ static int create_loss(clapp_graph *g, int i, char *err, size_t errlen)
             return CLAPP_E_SHAPE;
         }
     }
-    rc = clapp_loss_create(&nd->loss, &nd->loss_params, step_features(zs), step_features(cs),
-                           (int32_t)cs->shape[0], cs->shape[2], g->host, pe->name);
+    form = value_of(pe, "form") ? value_of(pe, "form")->i : LOSS_FORM_AUTO;
+    if (form == LOSS_FORM_AUTO)
+        form = cs->ndim == 5 && zs->ndim == 5 ? LOSS_FORM_VIDEO : LOSS_FORM_FLAT;
+    if (form == LOSS_FORM_VIDEO && (cs->ndim != 5 || zs->ndim != 5 ||
+                                    zs->shape[3] != cs->shape[3] || zs->shape[4] != cs->shape[4])) {
+        snprintf(err, errlen, "%s '%s': form=video needs [B, C, T, H, W] streams of one spatial "
+                 "size for context and target", pe->type, pe->name);
+        return CLAPP_E_SHAPE;
+    }
+    if (form == LOSS_FORM_VIDEO)
+        rc = clapp_loss_video_create(&nd->loss_video, &nd->loss_params, zs->shape[1], cs->shape[1],
+                                     cs->shape[3], cs->shape[4], (int32_t)cs->shape[0],
+                                     cs->shape[2], g->host, pe->name);
+    else
+        rc = clapp_loss_create(&nd->loss, &nd->loss_params, step_features(zs), step_features(cs),
+                               (int32_t)cs->shape[0], cs->shape[2], g->host, pe->name);
     if (rc < 0) {
         snprintf(err, errlen, "%s '%s': cannot create the loss (status %d)", pe->type, pe->name, rc);
         return rc;
     }
-    return clapp_loss_tensors(nd->loss, &nd->tensors, &nd->n_tensors);
+    return loss_tensors(nd);
 }
 
 static int create_plugin(clapp_graph *g, int i, const clapp_stream_info *in, char *err,
@@ -331,8 +373,7 @@ static int run_loss(clapp_graph *g, int i, char *err, size_t errlen)
     }
     if (!tp)
         grad_z = grad_c;
-    rc = clapp_loss_compute(nd->loss, tp ? &tp->out : &cp->out, &cp->out, grad_z, grad_c,
-                            &nd->last);
+    rc = loss_compute(nd, tp ? &tp->out : &cp->out, &cp->out, grad_z, grad_c);
     nd->seconds += now_seconds() - t0;
     if (rc < 0) {
         snprintf(err, errlen, "%s '%s': loss failed (status %d)", nd->pe->type, nd->pe->name, rc);
@@ -467,7 +508,7 @@ void clapp_graph_destroy(clapp_graph *g)
         clapp_node *nd = &g->nodes[i];
         if (nd->inst && nd->desc && nd->desc->destroy)
             nd->desc->destroy(nd->inst);
-        clapp_loss_destroy(nd->loss);
+        loss_destroy(nd);
         free_block(&nd->out);
         clapp_tensor_free(&nd->grad);
     }

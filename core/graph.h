@@ -21,6 +21,7 @@
 
 #include "clapp/plugin.h"
 #include "loss.h"
+#include "loss_video.h"
 #include "optim.h"
 #include "pipeline.h"
 #include "registry.h"
@@ -38,7 +39,8 @@ typedef struct clapp_node {
     const clapp_plugin_desc *desc;
     clapp_plugin_kind        kind;
     void                    *inst;        /* plugin instance (layers, sinks) */
-    clapp_loss              *loss;        /* loss elements */
+    clapp_loss              *loss;        /* loss elements, flat form */
+    clapp_loss_video        *loss_video;  /* loss elements, video form (form=video/auto on 5-D) */
     clapp_loss_params        loss_params;
     int                      producer;    /* layer whose output this element sees (-1: the source) */
     int                      target;      /* loss with target=: producer of the target stream */
