@@ -9,7 +9,10 @@
  * 3. the explicit local update (ALGORITHMS §2, Eq. 6/7/8 form with W_k shared
  *    over positions) for a one-layer module z = relu(conv1x1(x) + b) computed
  *    here, against the engine's gradient chained through that layer;
- * 4. empty blocks, lanes too short for a context, refusals.
+ * 4. empty blocks, lanes too short for a context, refusals;
+ * 5. the graph: `clapp` after a conv3d picks the video form (form=auto), its
+ *    loss and the layer's gradient equal a direct call; form=flat keeps the
+ *    flat loss; form=video on a 3-D stream is refused.
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -17,7 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph.h"
 #include "loss_video.h"
+#include "pipeline.h"
+#include "registry.h"
 #include "testutil.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -714,6 +720,113 @@ static void test_descent(void **state)
     clapp_tensor_free(&z.blk.x);
 }
 
+/* ---- 5. graph dispatch --------------------------------------------------------- */
+
+typedef struct grun {
+    tu_log              log;
+    clapp_host          host;
+    clapp_registry      reg;
+    clapp_pipeline_desc pd;
+    clapp_graph         g;
+    char                err[1024];
+} grun;
+
+static int grun_open(grun *r, const char *text, const clapp_stream_info *src)
+{
+    clapp_graph_params gp;
+    memset(r, 0, sizeof *r);
+    tu_host_init(&r->host, &r->log);
+    assert_int_equal(clapp_registry_init_default(&r->reg, &r->host), 0);
+    if (clapp_pipeline_parse(&r->pd, text, "<test>", r->err, sizeof r->err) < 0 ||
+        clapp_pipeline_resolve(&r->pd, &r->reg, r->err, sizeof r->err) < 0)
+        fail_msg("%s", r->err);
+    clapp_graph_default_params(&gp);
+    gp.seed = 5;
+    return clapp_graph_create(&r->g, &r->pd, src, &gp, &r->host, r->err, sizeof r->err);
+}
+
+static void grun_close(grun *r)
+{
+    clapp_graph_destroy(&r->g);
+    clapp_pipeline_free(&r->pd);
+    clapp_registry_free(&r->reg);
+    tu_log_free(&r->log);
+}
+
+static void test_graph_dispatch(void **state)
+{
+    (void)state;
+    const clapp_stream_info src = {5, {2, 3, 7, 4, 5, 0}, 10.0};
+    const clapp_stream_info src3 = {3, {2, 3, 7, 0, 0, 0}, 10.0};
+    int32_t lens[2] = {7, 6};
+    vblock in;
+    trng r = {31337ull};
+    grun g;
+    clapp_node *conv, *loss;
+    clapp_loss_stats st;
+    clapp_tensor gz;
+    float W0[2 * 4 * 4], Wg[2 * 4 * 4];
+    clapp_loss_params p;
+
+    /* auto on [B, C, T, H, W]: the video form, W [K, C, C] */
+    assert_int_equal(grun_open(&g, "source kind=video ! conv3d name=c out=4 kt=1 kh=3 kw=3 "
+                                   "! clapp name=l steps=2", &src), 0);
+    conv = &g.g.nodes[1];
+    loss = &g.g.nodes[2];
+    assert_non_null(loss->loss_video);
+    assert_null(loss->loss);
+    assert_int_equal(loss->n_tensors, 1);
+    assert_int_equal(loss->tensors[0].value->shape[0], 2);
+    assert_int_equal(loss->tensors[0].value->shape[1], 4);
+    assert_int_equal(loss->tensors[0].value->shape[2], 4);
+    memcpy(W0, loss->tensors[0].value->data, sizeof W0);
+    vb_init(&in, 2, 3, 7, 4, 5, lens);
+    vb_fill(&in, 1.0, &r);
+    for (int b = 0; b < 2; b++)
+        in.lane[b].flags = CLAPP_LANE_SEQ_START | CLAPP_LANE_SEQ_END;
+    in.blk.rate = 10.0;
+    assert_int_equal(clapp_graph_process(&g.g, &in.blk, g.err, sizeof g.err), 0);
+    /* the same loss called directly on the layer's output, with the W the graph had */
+    clapp_loss_default_params(&p);
+    p.steps = 2;
+    {
+        vblock out;
+        memset(&out, 0, sizeof out);
+        out.blk = conv->out;
+        gz = grad_like(&out);
+        assert_int_equal(eval_video(&p, W0, &out, &out, &gz, &gz, Wg, &st), 0);
+    }
+    printf("  graph: loss %.6f (direct %.6f), pairs %lld\n", loss->last.loss, st.loss,
+           (long long)loss->last.pairs);
+    assert_int_equal(loss->last.pairs, (5 + 4) * 2);
+    assert_true(fabs(loss->last.loss - st.loss) <= 1e-12 * fabs(st.loss));
+    assert_true(tu_max_abs_diff(conv->grad.data, gz.data, (size_t)clapp_tensor_numel(&gz)) == 0.0);
+    /* the optimizer moved W along its gradient */
+    assert_true(tu_max_abs_diff(loss->tensors[0].value->data, W0, 32) > 0.0);
+    clapp_tensor_free(&gz);
+    grun_close(&g);
+
+    /* form=flat keeps the flat loss over C*H*W features */
+    assert_int_equal(grun_open(&g, "source kind=video ! conv3d name=c out=4 kt=1 kh=3 kw=3 "
+                                   "! clapp name=l steps=2 form=flat", &src), 0);
+    loss = &g.g.nodes[2];
+    assert_null(loss->loss_video);
+    assert_non_null(loss->loss);
+    assert_int_equal(loss->tensors[0].value->shape[1], 4 * 4 * 5);
+    grun_close(&g);
+
+    /* auto on [B, C, T]: flat; video refused */
+    assert_int_equal(grun_open(&g, "source ! conv1d name=c out=4 kernel=1 stride=1 pad=0 "
+                                   "! clapp name=l steps=2", &src3), 0);
+    assert_non_null(g.g.nodes[2].loss);
+    grun_close(&g);
+    assert_int_equal(grun_open(&g, "source ! conv1d name=c out=4 kernel=1 stride=1 pad=0 "
+                                   "! clapp name=l steps=2 form=video", &src3), CLAPP_E_SHAPE);
+    assert_non_null(strstr(g.err, "form=video needs [B, C, T, H, W] streams"));
+    grun_close(&g);
+    clapp_tensor_free(&in.blk.x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -722,6 +835,7 @@ int main(void)
         cmocka_unit_test(test_explicit_update),
         cmocka_unit_test(test_edges),
         cmocka_unit_test(test_descent),
+        cmocka_unit_test(test_graph_dispatch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
