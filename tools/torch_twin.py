@@ -158,13 +158,14 @@ class Twin(torch.nn.Module):
         m = self.layers[name]
         if etype == "conv1d":
             y = m(inp)
-            return F.relu(y) if self.relu[name] else y
+            return F.relu(y, inplace=True) if self.relu[name] else y   # conv backward does not need y
         y, _ = m(inp.transpose(1, 2))      # h0 = 0: every lane starts its sequence
         return y.transpose(1, 2)
 
     def _indices(self, B, T, L, K):
-        """Targets and weights of every (context, k): contexts s = b*(L-1) + i
-        (lane b, window step i), target pool row b*T + w0 + i + k (w0 added later)."""
+        """Pool rows of every context s = b*(L-1) + i (lane b, window step i)
+        and of its targets for k = 1..K, and the pair weights (w0 is added
+        later). Invalid (s, k) pairs point at the context row with weight 0."""
         key = (B, T, L, K)
         if key not in self.index_cache:
             i = torch.arange(L - 1).repeat(B)
@@ -176,7 +177,7 @@ class Twin(torch.nn.Module):
             keff = float((pk > 0).sum())
             wpos = torch.where(valid, 1.0 / (keff * pk.clamp(min=1))[None, :],
                                torch.zeros((), dtype=torch.float64)).to(torch.float32)
-            self.index_cache[key] = (tgt, wpos)
+            self.index_cache[key] = (b * T + i, tgt.reshape(-1), wpos)
         return self.index_cache[key]
 
     def _loss(self, kv, z, c, draws, gen):
@@ -192,18 +193,28 @@ class Twin(torch.nn.Module):
                any(h - lo != L for lo, h in zip(draws["lo"], draws["hi"])):
                 raise ValueError("tools/torch_twin.py: unequal lane windows are not supported")
             w0 = draws["w0"]
-            neg = torch.tensor(draws["neg"][0], dtype=torch.int64).view(-1, N)
+            neg = torch.tensor(draws["neg"][0], dtype=torch.int64)
         else:
             w0 = int(torch.randint(0, T - L + 1, (1,), generator=gen))
-            neg = torch.randint(0, B * T, (B * (L - 1), N), generator=gen)
+            neg = torch.randint(0, B * T, (B * (L - 1) * N,), generator=gen)
         if as_bool(kv["detach_context"]):
             c = c.detach()
-        tgt, wpos = self._indices(B, T, L, K)
-        S = c[:, :, w0:w0 + L - 1].transpose(1, 2).reshape(-1, dc)          # [ns, Dc]
-        pred = (S @ W.reshape(K * dz, dc).t()).view(-1, K, dz)              # [ns, K, Dz]
-        zpool = z.transpose(1, 2).reshape(B * T, dz)                        # [B*T, Dz]
-        upos = (pred * zpool[tgt + w0]).sum(-1)                             # [ns, K]
-        uneg = torch.bmm(pred, zpool[neg].transpose(1, 2))                  # [ns, K, N]
+        ctx, tgt, wpos = self._indices(B, T, L, K)
+        ns = ctx.numel()
+        # One time-major copy of z and ONE gather of every row the loss reads
+        # (contexts too when c is z): a single scatter-add in backward.
+        zpool = z.transpose(1, 2).reshape(B * T, dz)
+        if c is z:
+            rows = zpool[torch.cat((ctx + w0, tgt + w0, neg))]
+            S, rows = rows[:ns], rows[ns:]
+        else:
+            S = c[:, :, w0:w0 + L - 1].transpose(1, 2).reshape(ns, dc)
+            rows = zpool[torch.cat((tgt + w0, neg))]
+        zt = rows[:ns * K].view(ns, K, dz)
+        zn = rows[ns * K:].view(ns, N, dz)
+        pred = (S @ W.reshape(K * dz, dc).t()).view(ns, K, dz)       # all K predictions: one matmul
+        upos = (pred * zt).sum(-1)                                    # [ns, K]
+        uneg = torch.bmm(pred, zn.transpose(1, 2))                    # [ns, K, N]
         if kv["mode"] == "infonce":
             lse = torch.logsumexp(torch.cat((upos[..., None], uneg), -1), -1)
             return ((lse - upos) * wpos).sum()
