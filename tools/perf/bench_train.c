@@ -105,9 +105,9 @@ static double step_flops(const clapp_graph *g)
                 t += nd->out.lane[b].len;
             double one = 2.0 * (double)nd->out_info.shape[1] * (double)in->shape[1] * kvol * t * ho * wo;
             flops += one;
-            if (nd->learn)
+            if (learn && nd->learn)
                 flops += one;
-            if (nd->prev_in_module >= 0)
+            if (learn && nd->prev_in_module >= 0)
                 flops += one;
         } else if (nd->kind == CLAPP_KIND_LOSS && nd->loss_video) {
             flops += clapp_loss_video_last_flops(nd->loss_video);
