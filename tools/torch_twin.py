@@ -360,12 +360,25 @@ def check(dirname, input_path, draws=None, allow_eprop=False):
     grad_t = {n: p.grad.numpy().copy() if p.grad is not None else np.zeros(p.shape, np.float32)
               for n, p in twin.names.items()}
     opt.step()
+    # ReLU ties: pre-activations so close to 0 that the two sides' rounding
+    # may pick different sides of the kink (each flips one gradient term)
+    ties = {}
+    with torch.no_grad():
+        outs = twin(x, learn=False)
+        prev = None
+        for t, kv in elems[1:]:
+            if t == "conv1d" and twin.relu[kv["name"]]:
+                pre = twin.layers[kv["name"]](x if prev is None else outs[prev])
+                ties[kv["name"]] = int((pre.abs() <= 1e-7 * pre.abs().max()).sum())
+            if t != "clapp":
+                prev = kv["name"]
     for n, p in twin.names.items():
         w = p.detach().numpy()
         row = {"kind": "tensor", "name": n, "grad_rel": rel_err(grad_t[n], grads[n]),
                "weight_rel": rel_err(w, after[n]),
                "update_rel": rel_err(w - init[n], after[n] - init[n]),
-               "grad_max": float(np.max(np.abs(grads[n])))}
+               "grad_max": float(np.max(np.abs(grads[n]))),
+               "relu_ties": ties.get(n.split(".")[0], 0) if n.endswith(".weight") else 0}
         worst["grad"] = max(worst["grad"], row["grad_rel"])
         worst["weight"] = max(worst["weight"], row["weight_rel"])
         rows.append(row)
