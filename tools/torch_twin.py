@@ -204,14 +204,14 @@ class Twin(torch.nn.Module):
         # One time-major copy of z and ONE gather of every row the loss reads
         # (contexts too when c is z): a single scatter-add in backward.
         zpool = z.transpose(1, 2).reshape(B * T, dz)
+        # (split, not slicing: slice backward would zero-fill the whole parent per slice)
         if c is z:
-            rows = zpool[torch.cat((ctx + w0, tgt + w0, neg))]
-            S, rows = rows[:ns], rows[ns:]
+            S, zt, zn = zpool[torch.cat((ctx + w0, tgt + w0, neg))].split([ns, ns * K, ns * N])
         else:
             S = c[:, :, w0:w0 + L - 1].transpose(1, 2).reshape(ns, dc)
-            rows = zpool[torch.cat((tgt + w0, neg))]
-        zt = rows[:ns * K].view(ns, K, dz)
-        zn = rows[ns * K:].view(ns, N, dz)
+            zt, zn = zpool[torch.cat((tgt + w0, neg))].split([ns * K, ns * N])
+        zt = zt.view(ns, K, dz)
+        zn = zn.view(ns, N, dz)
         pred = (S @ W.reshape(K * dz, dc).t()).view(ns, K, dz)       # all K predictions: one matmul
         upos = (pred * zt).sum(-1)                                    # [ns, K]
         uneg = torch.bmm(pred, zn.transpose(1, 2))                    # [ns, K, N]
