@@ -227,7 +227,8 @@ int clapp_registry_load_dir(clapp_registry *r, const char *dir)
         n++;
     }
     /* Sorted, so which plugin wins a duplicate id does not depend on readdir order. */
-    qsort(names, n, sizeof *names, cmp_str);
+    if (n > 1)
+        qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i < n; i++) {
         char err[1024];
         if (clapp_registry_load_file(r, names[i], err, sizeof err) < 0)
