@@ -19,6 +19,7 @@ typedef struct fixture {
     const clapp_plugin_desc *desc;
     clapp_host               host;
     tu_log                   log;
+    int                      normalize;   /* value of normalize= for probe_open */
 } fixture;
 
 /* An instance plus a host-owned input block. */
@@ -64,6 +65,8 @@ static void probe_open(probe_t *P, fixture *f, int64_t C, int64_t B, int64_t D, 
             v[i].f = lr;
         else if (strcmp(v[i].name, "debug_grad") == 0)
             v[i].i = debug;
+        else if (strcmp(v[i].name, "normalize") == 0)
+            v[i].i = f->normalize;
         if (d->params[i].type == CLAPP_PARAM_INT)
             v[i].f = (double)v[i].i;
     }
@@ -95,7 +98,7 @@ static void probe_open(probe_t *P, fixture *f, int64_t C, int64_t B, int64_t D, 
     P->in.rate = 100.0;
     P->in.label_rate = 100.0;
     assert_int_equal(d->tensors(P->self, &list, &n), CLAPP_OK);
-    assert_int_equal(n, debug ? 4 : 2);
+    assert_int_equal(n, (debug ? 4 : 2) + (f->normalize ? 2 : 0));
     assert_string_equal(list[0].name, "weight");
     assert_string_equal(list[1].name, "bias");
     assert_null(list[0].grad);   /* the probe trains itself: the host must not step it */
@@ -443,6 +446,97 @@ static void test_probe_learns(void **state)
     probe_close(&P);
 }
 
+/* normalize=true: the running moments equal a two-pass mean / std over all
+ * training frames so far (any block split), and the probe equals a probe
+ * without normalisation fed the standardised frames (independent
+ * formulation: the test standardises in double). FROZEN blocks leave the
+ * moments alone. */
+static void test_probe_normalize(void **state)
+{
+    fixture *f = *state;
+    enum { C = 5, B = 3, D = 6, T = 10, K = 4 };
+    probe_t A, R;
+    uint64_t st = 77;
+    double mu[C * D], all[K * B * T * D];
+    int32_t labels[B * T];
+    int64_t pts = 0, pts_r = 0;
+    int n = 0;
+    const clapp_named_tensor *list;
+    int32_t cnt;
+    clapp_tensor *fmean, *fstd;
+
+    for (int i = 0; i < C * D; i++)
+        mu[i] = rng_unif(&st);
+    f->normalize = 1;
+    probe_open(&A, f, C, B, D, T, 1e-2, 0, 5);
+    f->normalize = 0;
+    probe_open(&R, f, C, B, D, T, 1e-2, 0, 5);
+    assert_int_equal(A.d->tensors(A.self, &list, &cnt), CLAPP_OK);
+    assert_int_equal(cnt, 4);
+    assert_string_equal(list[2].name, "feature_mean");
+    assert_string_equal(list[3].name, "feature_std");
+    fmean = list[2].value;
+    fstd = list[3].value;
+    assert_memory_equal(A.w->data, R.w->data, sizeof(float) * C * D);
+
+    for (int k = 0; k < K; k++) {
+        double mean[D], sd[D];
+        uint64_t keep;
+        make_block(&A, &st, mu, labels, &pts);
+        /* Feature d gets scale 10^(d - 2) and offset 100 d: from 0.01 to 1000. */
+        for (int64_t i = 0; i < B * D * T; i++) {
+            int64_t d = (i / T) % D;
+            A.in.x.data[i] = (float)(A.in.x.data[i] * pow(10.0, (double)d - 2) + 100.0 * d);
+        }
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++, n++)
+                for (int d = 0; d < D; d++)
+                    all[n * D + d] = A.in.x.data[(b * D + d) * T + t];
+        for (int d = 0; d < D; d++) {
+            double s = 0, s2 = 0;
+            for (int r = 0; r < n; r++)
+                s += all[r * D + d];
+            mean[d] = s / n;
+            for (int r = 0; r < n; r++)
+                s2 += (all[r * D + d] - mean[d]) * (all[r * D + d] - mean[d]);
+            sd[d] = sqrt(s2 / n + 1e-8);
+        }
+        /* The reference probe sees the same labels, standardised in double. */
+        keep = st;
+        make_block(&R, &keep, mu, labels, &pts_r);
+        for (int b = 0; b < B; b++)
+            for (int d = 0; d < D; d++)
+                for (int t = 0; t < T; t++)
+                    R.in.x.data[(b * D + d) * T + t] =
+                        (float)(((double)A.in.x.data[(b * D + d) * T + t] - mean[d]) / sd[d]);
+        forward(&A);
+        forward(&R);
+        for (int d = 0; d < D; d++) {
+            assert_true(fabs(fmean->data[d] - mean[d]) <= 1e-5 * (fabs(mean[d]) + sd[d]));
+            assert_true(fabs(fstd->data[d] - sd[d]) <= 1e-4 * sd[d]);
+        }
+    }
+    print_message("probe normalize: weights differ from the reference by %.2e after %d blocks\n",
+                  tu_max_abs_diff(A.w->data, R.w->data, C * D), K);
+    assert_true(tu_max_abs_diff(A.w->data, R.w->data, C * D) < 1e-4);
+    assert_true(tu_max_abs_diff(A.b->data, R.b->data, C) < 1e-4);
+    assert_true(report_num(&A, "loss") > 0);
+
+    /* Frozen: the moments stay. */
+    {
+        float m0[D], s0[D];
+        memcpy(m0, fmean->data, sizeof m0);
+        memcpy(s0, fstd->data, sizeof s0);
+        assert_int_equal(A.d->set_mode(A.self, CLAPP_MODE_FROZEN), CLAPP_OK);
+        make_block(&A, &st, mu, labels, &pts);
+        forward(&A);
+        assert_memory_equal(m0, fmean->data, sizeof m0);
+        assert_memory_equal(s0, fstd->data, sizeof s0);
+    }
+    probe_close(&A);
+    probe_close(&R);
+}
+
 /* ------------------------------------------------------------------------ */
 /* 4. Report, confusion file, init, descriptor                               */
 
@@ -652,6 +746,7 @@ int main(void)
         cmocka_unit_test(test_probe_gradients),
         cmocka_unit_test(test_probe_label_mapping),
         cmocka_unit_test(test_probe_learns),
+        cmocka_unit_test(test_probe_normalize),
         cmocka_unit_test(test_probe_report),
         cmocka_unit_test(test_probe_confusion_file),
         cmocka_unit_test(test_probe_init_and_shapes),

@@ -19,6 +19,16 @@
  * never the weights. With confusion_out=FILE, finish() writes the confusion
  * counts (rows: true label, columns: prediction) as TSV.
  *
+ * normalize=true (default) standardises every feature before the linear map:
+ * x' = (x - mean) / sqrt(var + 1e-8), with mean and var counted over every
+ * labelled frame seen in LEARN mode so far (exact running moments, not an
+ * average of block moments) and fixed in FROZEN mode. The probe stays linear
+ * (the standardisation folds into W and b); it only makes Adam's step size
+ * independent of the feature scale, which differs by orders of magnitude
+ * between a random-init and a trained encoder (ReLU stacks shrink or grow
+ * the signal layer by layer). The moments are the tensors "feature_mean" and
+ * "feature_std".
+ *
  * debug_grad=true (tests only) keeps the last block's gradients in extra
  * tensors "weight_grad" and "bias_grad".
  */
@@ -42,6 +52,7 @@ typedef struct probe {
     int64_t           classes;
     double            lr;
     int               debug_grad;
+    int               normalize;
     char             *confusion_out;
     uint64_t          seed;
     clapp_mode        mode;
@@ -53,7 +64,10 @@ typedef struct probe {
     clapp_tensor       gw, gb;     /* gradient of the last LEARN block */
     float             *mw, *vw, *mb, *vb;   /* Adam moments */
     int64_t            steps;
-    clapp_named_tensor list[4];
+    clapp_tensor       fmean, fstd;  /* [D] standardisation used by forward */
+    double            *msum, *m2;    /* [D] running mean and sum of squared deviations */
+    int64_t            mcount;       /* frames in the running moments */
+    clapp_named_tensor list[6];
     int32_t            n_list;
 
     float   *x;       /* [B * T, D] labelled frames, one row each */
@@ -72,6 +86,8 @@ static const clapp_param_desc probe_params[] = {
     {"probe_lr", CLAPP_PARAM_FLOAT, "1e-4", 0, 10, NULL, "Adam learning rate of the probe (its own optimizer)"},
     {"confusion_out", CLAPP_PARAM_STRING, "", 0, 0, NULL,
      "write the confusion counts (TSV, rows: true label) to this file at finish; empty: no file"},
+    {"normalize", CLAPP_PARAM_BOOL, "true", 0, 1, NULL,
+     "standardise each feature with the running mean and std of the training frames (still a linear probe)"},
     {"debug_grad", CLAPP_PARAM_BOOL, "false", 0, 1, NULL,
      "tests: expose the last block's gradients as tensors weight_grad and bias_grad"},
 };
@@ -117,6 +133,12 @@ static void probe_free_shapes(probe *p)
     clapp_tensor_free(&p->b);
     clapp_tensor_free(&p->gw);
     clapp_tensor_free(&p->gb);
+    clapp_tensor_free(&p->fmean);
+    clapp_tensor_free(&p->fstd);
+    free(p->msum);
+    free(p->m2);
+    p->msum = p->m2 = NULL;
+    p->mcount = 0;
     free(p->mw);
     free(p->vw);
     free(p->mb);
@@ -159,6 +181,7 @@ static int probe_create(const clapp_create_info *info, void **self)
     p->classes = (v = find(info, "classes")) ? v->i : 41;
     p->lr = (v = find(info, "probe_lr")) ? v->f : 1e-4;
     p->debug_grad = (v = find(info, "debug_grad")) ? v->i != 0 : 0;
+    p->normalize = (v = find(info, "normalize")) ? v->i != 0 : 1;
     v = find(info, "confusion_out");
     if (v && v->s && v->s[0] && !(p->confusion_out = strdup(v->s)))
         return CLAPP_E_NOMEM;
@@ -235,7 +258,8 @@ static int probe_configure(void *self, const clapp_stream_info *in, clapp_stream
     {
         int64_t ws[2] = {C, p->D}, bs[1] = {C};
         if (clapp_tensor_alloc_shape(&p->w, 2, ws) < 0 || clapp_tensor_alloc_shape(&p->b, 1, bs) < 0 ||
-            clapp_tensor_alloc_shape(&p->gw, 2, ws) < 0 || clapp_tensor_alloc_shape(&p->gb, 1, bs) < 0)
+            clapp_tensor_alloc_shape(&p->gw, 2, ws) < 0 || clapp_tensor_alloc_shape(&p->gb, 1, bs) < 0 ||
+            clapp_tensor_alloc_shape(&p->fmean, 1, &p->D) < 0 || clapp_tensor_alloc_shape(&p->fstd, 1, &p->D) < 0)
             goto nomem;
     }
     p->mw = alloc_floats(C * p->D);
@@ -246,9 +270,13 @@ static int probe_configure(void *self, const clapp_stream_info *in, clapp_stream
     p->z = alloc_floats(rows * C);
     p->y = calloc((size_t)rows, sizeof *p->y);
     p->confusion = calloc((size_t)(C * C), sizeof *p->confusion);
-    if (!p->mw || !p->vw || !p->mb || !p->vb || !p->x || !p->z || !p->y || !p->confusion)
+    p->msum = calloc((size_t)p->D, sizeof *p->msum);
+    p->m2 = calloc((size_t)p->D, sizeof *p->m2);
+    if (!p->msum || !p->m2 || !p->mw || !p->vw || !p->mb || !p->vb || !p->x || !p->z || !p->y || !p->confusion)
         goto nomem;
     probe_init_weights(p);
+    for (int64_t d = 0; d < p->D; d++)
+        p->fstd.data[d] = 1.0f;   /* identity until frames are seen */
     p->steps = 0;
     p->frames = p->correct = p->loss_blocks = 0;
     p->loss_sum = 0;
@@ -258,6 +286,10 @@ static int probe_configure(void *self, const clapp_stream_info *in, clapp_stream
     if (p->debug_grad) {
         p->list[p->n_list++] = (clapp_named_tensor){"weight_grad", &p->gw, NULL};
         p->list[p->n_list++] = (clapp_named_tensor){"bias_grad", &p->gb, NULL};
+    }
+    if (p->normalize) {
+        p->list[p->n_list++] = (clapp_named_tensor){"feature_mean", &p->fmean, NULL};
+        p->list[p->n_list++] = (clapp_named_tensor){"feature_std", &p->fstd, NULL};
     }
     p->configured = 1;
     return CLAPP_OK;
@@ -304,6 +336,39 @@ static int64_t probe_gather(probe *p, const clapp_block *in)
         }
     }
     return n;
+}
+
+/* Merge the n gathered rows into the running moments (Chan et al.'s
+ * pairwise update, exact for any split into blocks) and refresh fmean/fstd. */
+static void probe_moments_update(probe *p, int64_t n)
+{
+    int64_t D = p->D, na = p->mcount, nt = na + n;
+    for (int64_t d = 0; d < D; d++) {
+        double mb = 0, m2b = 0, delta;
+        for (int64_t r = 0; r < n; r++)
+            mb += p->x[r * D + d];
+        mb /= (double)n;
+        for (int64_t r = 0; r < n; r++) {
+            double e = p->x[r * D + d] - mb;
+            m2b += e * e;
+        }
+        delta = mb - p->msum[d];
+        p->msum[d] += delta * (double)n / (double)nt;
+        p->m2[d] += m2b + delta * delta * (double)na * (double)n / (double)nt;
+        p->fmean.data[d] = (float)p->msum[d];
+        p->fstd.data[d] = (float)sqrt(p->m2[d] / (double)nt + 1e-8);
+    }
+    p->mcount = nt;
+}
+
+static void probe_standardise(probe *p, int64_t n)
+{
+    int64_t D = p->D;
+    for (int64_t r = 0; r < n; r++) {
+        float *xr = p->x + r * D;
+        for (int64_t d = 0; d < D; d++)
+            xr[d] = (xr[d] - p->fmean.data[d]) / p->fstd.data[d];
+    }
 }
 
 /* z = x W^T + b, then per row: count the prediction, turn z into the
@@ -371,6 +436,11 @@ static int probe_forward(void *self, const clapp_block *in, clapp_block *out)
     if (n <= 0)
         return n < 0 ? (int)n : CLAPP_OK;
     C = p->classes;
+    if (p->normalize) {
+        if (p->mode == CLAPP_MODE_LEARN)
+            probe_moments_update(p, n);
+        probe_standardise(p, n);
+    }
     loss = probe_logits(p, n, 1);
     if (p->mode != CLAPP_MODE_LEARN)
         return CLAPP_OK;
