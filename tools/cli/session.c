@@ -273,7 +273,9 @@ static void emit_summary(cli_session *s, double secs, int64_t steps)
     for (int i = 1; i < g->n; i++)
         total += g->nodes[i].seconds;
     fprintf(s->metrics, "{\"event\":\"summary\",\"blocks\":%lld,\"seconds\":%.3f,"
-            "\"media_seconds_per_second\":%.3f,\"mean_loss\":{", (long long)g->blocks, secs,
+            "\"media_seconds\":%.3f,\"media_seconds_per_second\":%.3f,\"mean_loss\":{",
+            (long long)g->blocks, secs,
+            g->source_info.rate > 0 ? (double)steps / g->source_info.rate : 0.0,
             secs > 0 && g->source_info.rate > 0 ? (double)steps / g->source_info.rate / secs : 0.0);
     for (int i = 1; i < g->n; i++) {
         const clapp_node *nd = &g->nodes[i];
