@@ -23,10 +23,15 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* A per-element seed: the run seed mixed with the element's position. */
-static uint64_t element_seed(uint64_t seed, int index)
+/* A per-element seed: the run seed mixed with the element's name (FNV-1a),
+ * not its position, so that inserting a sink (a probe, a features writer)
+ * leaves every other element's initialisation and sampling as it was. */
+static uint64_t element_seed(uint64_t seed, const char *name)
 {
-    uint64_t z = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(index + 1);
+    uint64_t h = 0xCBF29CE484222325ull, z;
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+        h = (h ^ *c) * 0x100000001B3ull;
+    z = seed + 0x9E3779B97F4A7C15ull * (h | 1);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
@@ -114,7 +119,7 @@ static int create_loss(clapp_graph *g, int i, char *err, size_t errlen)
     nd->loss_params.retro = (int)value_of(pe, "retro")->i;
     nd->loss_params.detach_context = (int)value_of(pe, "detach_context")->i;
     nd->loss_params.grad_target = (int)value_of(pe, "grad_target")->i;
-    nd->loss_params.seed = element_seed(g->p.seed, i);
+    nd->loss_params.seed = element_seed(g->p.seed, pe->name);
 
     nd->target = -1;
     cs = &g->nodes[nd->producer].out_info;
@@ -176,7 +181,7 @@ static int create_plugin(clapp_graph *g, int i, const clapp_stream_info *in, cha
     ci.instance_name = pe->name;
     ci.values = pe->values;
     ci.n_values = pe->desc->n_params;
-    ci.seed = element_seed(g->p.seed, i);
+    ci.seed = element_seed(g->p.seed, pe->name);
     rc = nd->desc->create(&ci, &nd->inst);
     if (rc < 0) {
         snprintf(err, errlen, "%s '%s': create failed (status %d; see the log above)", pe->type,

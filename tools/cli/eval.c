@@ -14,7 +14,8 @@ static void eval_usage(void)
            "                  [--set NAME.KEY=VALUE]... [-q|-v]\n"
            "Loads the encoder from the checkpoint (or keeps its seeded random initialisation with\n"
            "--random-init), freezes it, trains every probe of the pipeline for N epochs (default 1)\n"
-           "over the whole files of the train manifest, then measures them on the test manifest.\n"
+           "over the whole files of the train manifest, in a new seeded random order every epoch,\n"
+           "then measures them on the test manifest.\n"
            "--probe attaches a probe (default probe_phoneme) to the output of ELEMENT, named\n"
            "probe_ELEMENT; probes already in the pipeline are measured too.\n"
            "Prints a table, then the report as one JSON line (also written to --json FILE).\n");
@@ -23,7 +24,13 @@ static void eval_usage(void)
 /* Run one manifest through with the probes learning or frozen. */
 static int eval_pass(cli_session *s, cli_options *o, const char *data, int epochs, clapp_mode mode)
 {
-    int rc = cli_session_use_data(s, o, data, epochs, 1);
+    int rc;
+    /* The probes learn by minibatch steps over the lanes: files in manifest
+     * order (often sorted by class) would give batches of one class, and a
+     * probe that follows the last class it saw. So the training pass always
+     * shuffles (seeded by --seed); the test pass keeps the manifest order. */
+    o->shuffle = mode == CLAPP_MODE_LEARN;
+    rc = cli_session_use_data(s, o, data, epochs, 1);
     if (rc != CLI_OK)
         return rc;
     clapp_graph_reset(&s->graph);

@@ -40,10 +40,11 @@ typedef struct x_element {
 
 static void extract_usage(void)
 {
-    printf("usage: clapp extract PIPE --checkpoint C --data MANIFEST --out DIR [--element NAME]...\n"
-           "                     [--set NAME.KEY=VALUE]... [--seed S] [-q|-v]\n"
+    printf("usage: clapp extract PIPE (--checkpoint C | --random-init) --data MANIFEST --out DIR\n"
+           "                     [--element NAME]... [--set NAME.KEY=VALUE]... [--seed S] [-q|-v]\n"
            "Runs every file of the manifest once, whole, through the pipeline with learning off and\n"
-           "the weights of checkpoint C, and writes the output of each chosen element (default:\n"
+           "the weights of checkpoint C (or the seeded random initialisation: the baseline features\n"
+           "of an untrained encoder), and writes the output of each chosen element (default:\n"
            "every layer; 'source' is the decoded input) to DIR/<key>.<element>.npy (float32, one\n"
            "row per time step) with a JSON sidecar DIR/<key>.<element>.json (element, rate,\n"
            "pts_first, frames, dims, checkpoint, pipeline). Memory is bounded by the block size.\n"
@@ -117,7 +118,10 @@ static int write_sidecar(const char *out_dir, const x_element *xe, const x_recor
         cJSON_AddItemToArray(dims, cJSON_CreateNumber((double)info->shape[3]));
         cJSON_AddItemToArray(dims, cJSON_CreateNumber((double)info->shape[4]));
     }
-    cJSON_AddStringToObject(j, "checkpoint", ckpt);
+    if (ckpt)
+        cJSON_AddStringToObject(j, "checkpoint", ckpt);
+    else
+        cJSON_AddNullToObject(j, "checkpoint");   /* --random-init */
     if (ckpt_blocks)
         cJSON_AddNumberToObject(j, "checkpoint_blocks", strtod(ckpt_blocks, NULL));
     cJSON_AddStringToObject(j, "pipeline", pipe);
@@ -228,6 +232,8 @@ int cli_extract(int argc, char **argv)
             o.verbosity = 0;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             o.verbosity = 2;
+        } else if (!strcmp(a, "--random-init")) {
+            o.random_init = 1;
         } else if (!strcmp(a, "--checkpoint") || !strcmp(a, "--data") || !strcmp(a, "--out") ||
                    !strcmp(a, "--element") || !strcmp(a, "--set") || !strcmp(a, "--seed")) {
             if (!v) {
@@ -266,8 +272,9 @@ int cli_extract(int argc, char **argv)
             return CLI_USAGE;
         }
     }
-    if (!o.pipe || !o.checkpoint || !o.data || !out_dir) {
-        fprintf(stderr, "clapp: error: extract needs PIPE, --checkpoint C, --data MANIFEST and --out DIR\n");
+    if (!o.pipe || !o.data || !out_dir || !o.checkpoint == !o.random_init) {
+        fprintf(stderr, "clapp: error: extract needs PIPE, one of --checkpoint C and --random-init, "
+                        "--data MANIFEST and --out DIR\n");
         return CLI_USAGE;
     }
 
@@ -303,9 +310,11 @@ int cli_extract(int argc, char **argv)
     s.have_graph = 1;
     if (rc < 0)
         goto usage_err;
-    if ((status = cli_session_load(&s, o.checkpoint, 0)) != CLI_OK)
-        goto done;
-    ckpt_blocks = clapp_checkpoint_read_meta(o.checkpoint, "blocks", err, sizeof err);
+    if (o.checkpoint) {
+        if ((status = cli_session_load(&s, o.checkpoint, 0)) != CLI_OK)
+            goto done;
+        ckpt_blocks = clapp_checkpoint_read_meta(o.checkpoint, "blocks", err, sizeof err);
+    }
 
     xs = calloc((size_t)n_names + 1, sizeof *xs);
     if (!xs)

@@ -129,7 +129,7 @@ static void source_params_from(clapp_source_params *sp, const clapp_pipe_elem *p
     sp->mode = src_value(pe, "mode")->i ? CLAPP_SOURCE_WINDOW : CLAPP_SOURCE_STREAM;
     sp->window_align = src_value(pe, "window_align")->i;
     sp->label_rate = src_value(pe, "label_rate")->f;
-    sp->shuffle = (int)src_value(pe, "shuffle")->i;
+    sp->shuffle = o->shuffle || src_value(pe, "shuffle")->i;
     sp->gain = (float)src_value(pe, "gain")->f;
     sp->offset = (float)src_value(pe, "offset")->f;
     sp->seed = o->seed;
