@@ -23,7 +23,6 @@ typedef struct fixture {
     const clapp_plugin_desc *desc;
     clapp_host               host;
     tu_log                   log;
-    clapp_mode               mode;   /* layers open in this mode (LEARN unless a test says) */
 } fixture;
 
 /* One plugin instance plus host-owned blocks of the configured shape. */
@@ -144,8 +143,6 @@ static void layer_open(layer *L, fixture *f, cfg c, uint64_t seed, int64_t B, in
     L->B = B;
     L->T = T;
     assert_int_equal(L->d->create(&ci, &L->self), CLAPP_OK);
-    if (f->mode != CLAPP_MODE_LEARN)
-        assert_int_equal(L->d->set_mode(L->self, f->mode), CLAPP_OK);
     memset(&si, 0, sizeof si);
     si.ndim = 3;
     si.shape[0] = B;
@@ -493,29 +490,6 @@ static void test_conv1d_streaming(void **state)
     for (int ci = 0; ci < 5; ci++)
         for (int bi = 0; bi < 3; bi++)
             check_streaming(f, cfgs[ci], blocks[bi], 100 + (uint64_t)ci);
-}
-
-/* Frozen mode with Cin >= 4 takes the GEMMs-on-the-staged-input path (no
- * im2col): the same checks against the double reference, whole and streamed,
- * for kernel a multiple of the stride, not a multiple, and smaller. */
-static void test_conv1d_frozen_direct(void **state)
-{
-    fixture *f = *state;
-    const int64_t blocks[2] = {37, 1000};
-    const cfg cfgs[5] = {
-        {4, 5, 8, 4, 2, 1, 1},   /* audio layer 2: kernel = 2 strides */
-        {6, 4, 4, 2, 1, 0, 1},   /* layer 5, no activation */
-        {5, 3, 5, 2, 4, 1, 0},   /* kernel = 2.5 strides, pad > kernel - 1, no bias */
-        {4, 3, 2, 3, 1, 1, 1},   /* stride > kernel */
-        {4, 3, 3, 1, 0, 0, 0},   /* stride 1: three single-step GEMMs */
-    };
-    f->mode = CLAPP_MODE_FROZEN;
-    check_whole(f, cfgs[0], 4095, 1023, 21);
-    check_whole(f, cfgs[2], 7, 6, 22);
-    for (int ci = 0; ci < 5; ci++)
-        for (int bi = 0; bi < 2; bi++)
-            check_streaming(f, cfgs[ci], blocks[bi], 200 + (uint64_t)ci);
-    f->mode = CLAPP_MODE_LEARN;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1026,7 +1000,6 @@ int main(void)
         cmocka_unit_test(test_conv1d_descriptor),
         cmocka_unit_test(test_conv1d_whole_sequence),
         cmocka_unit_test(test_conv1d_streaming),
-        cmocka_unit_test(test_conv1d_frozen_direct),
         cmocka_unit_test(test_conv1d_finite_differences),
         cmocka_unit_test(test_conv1d_local_form),
         cmocka_unit_test(test_conv1d_seed),

@@ -15,13 +15,6 @@
  * GEMM (M = out, N = sum of lane outputs, K = Cin*kernel). The weight is
  * permuted once per forward to the matching [out, kernel, Cin] order.
  *
- * Frozen (inference) with Cin >= 4: no im2col. Output j reads staged rows
- * [start + j*stride, + kernel); cut the kernel into chunks of `stride`
- * steps, and chunk r of every output is one row of the staged buffer read
- * with a leading dimension of stride*Cin from row start + r*stride. So
- * ceil(kernel / stride) GEMMs per lane accumulate the output in place,
- * without writing and reading the kernel/stride times larger column matrix.
- *
  * Backward: dA = grad_out * 1[a > 0]; dW = dA . cols (one GEMM over all lanes),
  * db = row sums of dA; dcols = dA^T . W in column chunks, scattered back
  * (col2im) and added to grad_in for this block's input steps only. The part
@@ -39,7 +32,6 @@
 
 #define CONV1D_TILE 32                       /* transpose tile (cache-friendly) */
 #define CONV1D_DCOLS_FLOATS (4L << 20)      /* backward dcols chunk: ~16 MB */
-#define CONV1D_DIRECT_MIN_CIN 4              /* frozen: GEMMs on the staged input from this Cin */
 
 typedef struct conv1d_lane {
     int64_t ctx_len;  /* carried padded-input steps, time-major rows in ctx */
@@ -165,15 +157,6 @@ static void bias_act(float *restrict a, float *restrict y, int64_t n, float bias
     for (int64_t j = 0; j < n; j++) {
         float v = a[j] + bias;
         a[j] = v;
-        y[j] = relu && v < 0.0f ? 0.0f : v;
-    }
-}
-
-/* y = act(y + bias), in place. */
-static void bias_act_inplace(float *restrict y, int64_t n, float bias, int relu)
-{
-    for (int64_t j = 0; j < n; j++) {
-        float v = y[j] + bias;
         y[j] = relu && v < 0.0f ? 0.0f : v;
     }
 }
@@ -377,9 +360,8 @@ fail:
 /* Streaming forward                                                         */
 
 /* Stage one lane (context + new input [+ right pad]), write its im2col
- * columns at cols[off..] (when write_cols), and advance its streaming state.
- * The staged rows stay in cv->stage until the next lane is staged. */
-static int64_t lane_forward(conv1d *cv, int64_t b, const clapp_block *in, int64_t off, int write_cols)
+ * columns at cols[off..], and advance its streaming state. */
+static int64_t lane_forward(conv1d *cv, int64_t b, const clapp_block *in, int64_t off)
 {
     conv1d_lane *l = &cv->lanes[b];
     const clapp_lane *meta = &in->lane[b];
@@ -408,7 +390,7 @@ static int64_t lane_forward(conv1d *cv, int64_t b, const clapp_block *in, int64_
     start = l->skip < total ? l->skip : total;
     avail = total - start;
     n = avail >= k ? (avail - k) / s + 1 : 0;
-    for (int64_t j = 0; write_cols && j < n; j++)
+    for (int64_t j = 0; j < n; j++)
         memcpy(cv->cols + (off + j) * cv->kdim, st + (start + j * s) * cin,
                (size_t)cv->kdim * sizeof(float));
 
@@ -430,30 +412,11 @@ static int64_t lane_forward(conv1d *cv, int64_t b, const clapp_block *in, int64_
     return n;
 }
 
-/* The frozen path (see the top): lane b's output straight from cv->stage. */
-static void lane_direct(conv1d *cv, int64_t b, clapp_block *out)
-{
-    const conv1d_lane *l = &cv->lanes[b];
-    const int64_t cin = cv->cin, s = cv->stride, k = cv->kernel, M = cv->out_ch, n = l->n;
-    float *y = out->x.data + b * M * cv->t_out;
-    for (int64_t r = 0; n > 0 && r * s < k; r++) {
-        int64_t kr = (k - r * s < s ? k - r * s : s) * cin;   /* <= s * cin: a valid ldb */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)n, (int)kr, 1.0f,
-                    cv->wp + r * s * cin, (int)cv->kdim, cv->stage + (l->start + r * s) * cin,
-                    (int)(s * cin), r ? 1.0f : 0.0f, y, (int)cv->t_out);
-    }
-    for (int64_t o = 0; o < M; o++) {
-        bias_act_inplace(y + o * cv->t_out, n, cv->has_bias ? cv->b.data[o] : 0.0f, cv->relu);
-        memset(y + o * cv->t_out + n, 0, (size_t)(cv->t_out - n) * sizeof(float));
-    }
-}
-
 static int conv1d_forward(void *self, const clapp_block *in, clapp_block *out)
 {
     conv1d *cv = self;
     const int64_t M = cv ? cv->out_ch : 0;
     int64_t N = 0;
-    int direct;
     if (!cv || !in || !out)
         return CLAPP_E_INVAL;
     if (!cv->configured) {
@@ -485,19 +448,14 @@ static int conv1d_forward(void *self, const clapp_block *in, clapp_block *out)
             for (int64_t kk = 0; kk < cv->kernel; kk++)
                 cv->wp[o * cv->kdim + kk * cv->cin + i] = cv->w.data[(o * cv->cin + i) * cv->kernel + kk];
 
-    direct = cv->mode != CLAPP_MODE_LEARN && cv->cin >= CONV1D_DIRECT_MIN_CIN;
     for (int64_t b = 0; b < cv->B; b++) {
         int64_t pts = in->lane[b].flags & CLAPP_LANE_SEQ_START ? 0 : cv->lanes[b].emitted;
-        int64_t n = lane_forward(cv, b, in, N, !direct);
+        int64_t n = lane_forward(cv, b, in, N);
         out->lane[b].len = (int32_t)n;
         out->lane[b].pts = pts;
         N += n;
-        if (direct)
-            lane_direct(cv, b, out);
     }
     cv->n_total = N;
-    if (direct)
-        return CLAPP_OK;
     if (N > 0)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)cv->kdim, 1.0f,
                     cv->wp, (int)cv->kdim, cv->cols, (int)cv->kdim, 0.0f, cv->pre, (int)N);
