@@ -45,7 +45,7 @@ static void extract_usage(void)
            "Runs every file of the manifest once, whole, through the pipeline with learning off and\n"
            "the weights of checkpoint C (or the seeded random initialisation: the baseline features\n"
            "of an untrained encoder), and writes the output of each chosen element (default:\n"
-           "every layer; 'source' is the decoded input) to DIR/<key>.<element>.npy (float32, one\n"
+           "every layer; the source's name gives the decoded input) to DIR/<key>.<element>.npy (float32, one\n"
            "row per time step) with a JSON sidecar DIR/<key>.<element>.json (element, rate,\n"
            "pts_first, frames, dims, checkpoint, pipeline). Memory is bounded by the block size.\n"
            "Exit status as 'clapp run'.\n");
