@@ -268,15 +268,14 @@ static void emit_block_metrics(cli_session *s, const clapp_block *blk, double se
 static void emit_summary(cli_session *s, double secs, int64_t steps)
 {
     const clapp_graph *g = &s->graph;
+    const double media = g->source_info.rate > 0 ? (double)steps / g->source_info.rate : 0.0;
     double total = 0;
     int first = 1;
     for (int i = 1; i < g->n; i++)
         total += g->nodes[i].seconds;
     fprintf(s->metrics, "{\"event\":\"summary\",\"blocks\":%lld,\"seconds\":%.3f,"
             "\"media_seconds\":%.3f,\"media_seconds_per_second\":%.3f,\"mean_loss\":{",
-            (long long)g->blocks, secs,
-            g->source_info.rate > 0 ? (double)steps / g->source_info.rate : 0.0,
-            secs > 0 && g->source_info.rate > 0 ? (double)steps / g->source_info.rate / secs : 0.0);
+            (long long)g->blocks, secs, media, secs > 0 ? media / secs : 0.0);
     for (int i = 1; i < g->n; i++) {
         const clapp_node *nd = &g->nodes[i];
         if (nd->kind != CLAPP_KIND_LOSS)

@@ -25,7 +25,7 @@ typedef struct cli_options {
     int         resume;      /* train: continue from --checkpoint */
     const char *train;       /* eval: probe training manifest */
     const char *test;        /* eval: probe test manifest */
-    int         random_init; /* eval: no checkpoint, the random-init encoder */
+    int         random_init; /* eval, extract: no checkpoint, the random-init encoder */
     int         shuffle;     /* eval: shuffle the data every epoch, whatever the source says */
     const char *json;        /* eval: write the report here too */
     char      **probes;      /* eval: attach a probe after these elements ("NAME" or "NAME:TYPE") */
