@@ -22,6 +22,19 @@ static const clapp_param_desc source_params[] = {
     {"gain", CLAPP_PARAM_FLOAT, "1", -1e12, 1e12, NULL,
      "input normalisation: every value becomes gain * value + offset"},
     {"offset", CLAPP_PARAM_FLOAT, "0", -1e12, 1e12, NULL, "see gain"},
+    {"aug_gain_db", CLAPP_PARAM_FLOAT, "0", 0, 100, NULL,
+     "augmentation (audio, per file or window, seeded): gain uniform in [-G, G] dB (0: off)"},
+    {"aug_snr", CLAPP_PARAM_STRING, "", 0, 0, NULL,
+     "augmentation: add Gaussian noise at an SNR uniform in LO:HI dB relative to the signal "
+     "power of the file so far or the window, e.g. 5:20 (empty: off)"},
+    {"aug_noise", CLAPP_PARAM_ENUM, "white", 0, 0, "white|pink|either",
+     "augmentation: colour of the aug_snr noise (either: drawn per file or window)"},
+    {"aug_eq_db", CLAPP_PARAM_FLOAT, "0", 0, 40, NULL,
+     "augmentation: 1-3 random peaking/shelving biquads, 50 Hz-0.4 rate, gains in [-D, D] dB "
+     "(0: off)"},
+    {"aug_speed", CLAPP_PARAM_FLOAT, "1", 1, 4, NULL,
+     "augmentation: resample by a factor f log-uniform in [1/s, s] (duration x 1/f, pitch x f), "
+     "frame labels and windows follow (1: off)"},
 };
 
 const clapp_plugin_desc clapp_builtin_source_desc = {

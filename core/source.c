@@ -41,6 +41,7 @@ struct clapp_source {
     int                   want_labels;
     int64_t               label_cap;   /* labels per lane per block */
     clapp_stream_info     info;
+    clapp_aug            *aug;         /* NULL: no augmentation */
 
     /* The ring: nslots = queue + 1 (one block can be in the caller's hands). */
     int32_t      nslots;
@@ -108,6 +109,7 @@ void clapp_source_default_params(clapp_source_params *p)
     p->shuffle = 0;
     p->epochs = 1;
     p->classes = NULL;
+    p->aug.speed = 1.0;
 }
 
 /* "PATH: reason", without repeating the path when the decoder named it. */
@@ -185,6 +187,8 @@ static int lane_open(clapp_source *src, lane_state *st, int32_t e, int64_t seq_i
     st->in_rate = clapp_decoder_input_rate(st->dec);
     if (st->in_rate <= 0)
         st->in_rate = src->p.decode.rate;
+    if (src->aug)
+        clapp_aug_begin(src->aug, (int32_t)(st - src->ls), src->p.seed, seq_id);
     if (src->want_labels && me->alignment) {
         rc = clapp_alignment_load(&st->ali, me->alignment, src->labels, err, sizeof err);
         if (rc < 0) {
@@ -220,6 +224,38 @@ static int64_t read_steps(clapp_decoder *dec, float *dst, int64_t want, int64_t 
     return n;
 }
 
+typedef struct pull_ctx {
+    clapp_decoder *dec;
+    char          *err;
+    size_t         errlen;
+} pull_ctx;
+
+static int64_t pull_decoder(void *ctx, float *dst, int64_t want, int *eof, int *error)
+{
+    pull_ctx *pc = ctx;
+    return read_steps(pc->dec, dst, want, 1, eof, error, pc->err, pc->errlen);
+}
+
+/* read_steps on the lane's file, through the augmentation when there is one. */
+static int64_t lane_read(clapp_source *src, lane_state *st, float *dst, int64_t want, int *eof,
+                         int *error, char *err, size_t errlen)
+{
+    pull_ctx pc;
+    if (!src->aug)
+        return read_steps(st->dec, dst, want, src->step_floats, eof, error, err, errlen);
+    pc.dec = st->dec;
+    pc.err = err;
+    pc.errlen = errlen;
+    return clapp_aug_read(src->aug, (int32_t)(st - src->ls), pull_decoder, &pc, dst, want, eof,
+                          error);
+}
+
+/* Decoded steps of the lane's file so far (before speed perturbation). */
+static int64_t lane_input_steps(const clapp_source *src, const lane_state *st)
+{
+    return src->aug ? clapp_aug_input_steps(src->aug, (int32_t)(st - src->ls)) : st->pos;
+}
+
 /* Index of the label frame that holds step n: floor(n * label_rate / rate),
  * with the same tolerance as clapp_label_frame_count. */
 static int64_t label_frame_floor(int64_t n, double label_rate, double rate)
@@ -244,6 +280,8 @@ static void lane_emit(clapp_source *src, clapp_block *blk, int32_t b, lane_state
                        (size_t)hw * sizeof(float));
     } else {
         memcpy(x, src->staging, (size_t)n * sizeof(float));
+        if (src->aug)
+            clapp_aug_add_noise(src->aug, b, x, n);
     }
     if (src->p.gain != 1.0f || src->p.offset != 0.0f) {
         const int64_t per_c = src->p.decode.kind == CLAPP_MEDIA_VIDEO ? src->hw : 1;
@@ -262,6 +300,9 @@ static void lane_emit(clapp_source *src, clapp_block *blk, int32_t b, lane_state
     L->class_label = src->class_ids[st->entry];
     if (st->has_ali) {
         const double lr = src->p.label_rate, rate = src->p.decode.rate;
+        /* At speed f, output time tau is input time tau * f: the labels of
+         * the input at lr / f frames per second. */
+        const double lr_in = src->aug ? lr / clapp_aug_speed(src->aug, b) : lr;
         /* Frames overlapping the span: from the one holding step pts to the
          * last one starting before pts + n. */
         int64_t first = label_frame_floor(pts, lr, rate);
@@ -271,7 +312,8 @@ static void lane_emit(clapp_source *src, clapp_block *blk, int32_t b, lane_state
         if (last - first > src->label_cap)   /* cannot happen; keeps a bad rate from overflowing */
             last = first + src->label_cap;
         for (int64_t i = first; i < last; i++)
-            lab[i - first] = clapp_alignment_label_at(&st->ali, st->in_rate, lr, i, src->silence);
+            lab[i - first] = clapp_alignment_label_at(&st->ali, st->in_rate, lr_in, i,
+                                                      src->silence);
         L->labels = lab;
         L->n_labels = (int32_t)(last - first);
         L->label_pts = first;
@@ -286,25 +328,26 @@ static void finish_file(clapp_source *src, lane_state *st)
     const double rate = src->info.rate;
     int64_t skipped = clapp_decoder_error_count(st->dec);
     int64_t expect = clapp_decoder_duration_frames(st->dec);
+    int64_t decoded = lane_input_steps(src, st);   /* st->pos before speed perturbation */
     char why[1200];
     if (skipped > 0) {
         snprintf(why, sizeof why, "truncated or corrupt data: %lld damaged packet(s) skipped, "
-                 "%.3f s decoded", (long long)skipped, (double)st->pos / rate);
+                 "%.3f s decoded", (long long)skipped, (double)decoded / rate);
         report_bad(src, st->entry, why);
         return;
     }
     /* Estimates from headers are a few frames off: only a clear shortfall
      * (10 % and a quarter second) counts. */
-    if (expect > 0 && (double)(expect - st->pos) > 0.1 * (double)expect &&
-        (double)(expect - st->pos) > 0.25 * rate) {
+    if (expect > 0 && (double)(expect - decoded) > 0.1 * (double)expect &&
+        (double)(expect - decoded) > 0.25 * rate) {
         snprintf(why, sizeof why, "truncated: ended after %.3f s of the %.3f s its header "
-                 "announces", (double)st->pos / rate, (double)expect / rate);
+                 "announces", (double)decoded / rate, (double)expect / rate);
         report_bad(src, st->entry, why);
         return;
     }
     if (st->has_ali && st->ali.n > 0) {
         const clapp_phn_segment *s = &st->ali.seg[st->ali.n - 1];
-        double audio = (double)st->pos / src->p.decode.rate;
+        double audio = (double)decoded / src->p.decode.rate;
         double end = (double)s->end / st->in_rate;
         if (end > audio + LABEL_END_SLACK) {
             const char *name = src->labels && s->label >= 0 && s->label < src->labels->n ?
@@ -346,10 +389,10 @@ static int lane_fill_stream(clapp_source *src, clapp_block *blk, int32_t b)
             st->has_carry = 0;
             n = 1;
         }
-        n += read_steps(st->dec, src->staging + n * F, T - n, F, &eof, &error, err, sizeof err);
+        n += lane_read(src, st, src->staging + n * F, T - n, &eof, &error, err, sizeof err);
         /* One step of look-ahead tells whether this block ends the file. */
         if (!eof && !error) {
-            int64_t r = read_steps(st->dec, st->carry, 1, F, &eof, &error, err, sizeof err);
+            int64_t r = lane_read(src, st, st->carry, 1, &eof, &error, err, sizeof err);
             st->has_carry = r == 1;
         }
         if (n == 0 && !st->started) {
@@ -377,11 +420,11 @@ static int lane_fill_stream(clapp_source *src, clapp_block *blk, int32_t b)
 /* Length of the open file in steps, by decoding it (and reopening). */
 static int64_t count_steps(clapp_source *src, lane_state *st, char *err, size_t errlen)
 {
-    const int64_t T = src->p.block, F = src->step_floats;
+    const int64_t T = src->p.block;
     int64_t total = 0;
     int eof = 0, error = 0;
     while (!eof && !error)
-        total += read_steps(st->dec, src->staging, T + 1, F, &eof, &error, err, errlen);
+        total += lane_read(src, st, src->staging, T + 1, &eof, &error, err, errlen);
     clapp_decoder_close(st->dec);
     st->dec = NULL;
     if (error)
@@ -391,13 +434,15 @@ static int64_t count_steps(clapp_source *src, lane_state *st, char *err, size_t 
         st->dec = NULL;
         return -1;
     }
+    if (src->aug)   /* the file starts over: so does its augmentation */
+        clapp_aug_begin(src->aug, (int32_t)(st - src->ls), src->p.seed, st->seq_id);
     return total;
 }
 
 /* Window mode: one random window of T steps from the next usable file. */
 static int lane_fill_window(clapp_source *src, clapp_block *blk, int32_t b)
 {
-    const int64_t T = src->p.block, F = src->step_floats, A = src->p.window_align;
+    const int64_t T = src->p.block, A = src->p.window_align;
     lane_state *st = &src->ls[b];
     char err[1024];
     for (;;) {
@@ -414,6 +459,9 @@ static int lane_fill_window(clapp_source *src, clapp_block *blk, int32_t b)
             continue;
         err[0] = 0;
         len = clapp_decoder_duration_frames(st->dec);
+        /* Windows are cut from the speed-perturbed sequence. */
+        if (len >= 0 && src->aug)
+            len = clapp_aug_out_len(len, clapp_aug_speed(src->aug, b));
         /* The start comes from (seed, seq_id) alone, so it does not depend on
          * which lane takes the file or on failures elsewhere. */
         h = src->p.seed ^ ((uint64_t)seq_id * 0xD1B54A32D192ED03ull);
@@ -442,12 +490,12 @@ static int lane_fill_window(clapp_source *src, clapp_block *blk, int32_t b)
             }
             for (skip = start; skip > 0 && !eof && !error;) {
                 int64_t want = skip < T + 1 ? skip : T + 1;
-                int64_t r = read_steps(st->dec, src->staging, want, F, &eof, &error, err,
-                                       sizeof err);
+                int64_t r = lane_read(src, st, src->staging, want, &eof, &error, err,
+                                      sizeof err);
                 skip -= r;
             }
             if (!eof && !error)
-                got = read_steps(st->dec, src->staging, T, F, &eof, &error, err, sizeof err);
+                got = lane_read(src, st, src->staging, T, &eof, &error, err, sizeof err);
             if (error)
                 break;
             if (!eof || got == T) {
@@ -465,6 +513,8 @@ static int lane_fill_window(clapp_source *src, clapp_block *blk, int32_t b)
                                    sizeof err) < 0) {
                 st->dec = NULL;
                 error = 1;
+            } else if (src->aug) {
+                clapp_aug_begin(src->aug, b, src->p.seed, seq_id);
             }
         }
         if (ok) {
@@ -564,6 +614,9 @@ static int check_params(const clapp_source_params *p, const clapp_host *host)
         why = "video needs width, height, fps > 0 and 1 or 3 channels";
     else if (p->decode.kind != CLAPP_MEDIA_AUDIO && p->decode.kind != CLAPP_MEDIA_VIDEO)
         why = "unknown media kind";
+    else if (p->decode.kind == CLAPP_MEDIA_VIDEO && clapp_aug_params_active(&p->aug))
+        why = "aug_gain_db, aug_snr, aug_eq_db and aug_speed are audio-only: turn them off "
+              "(0, empty, 0, 1) for kind=video";
     if (why) {
         clapp_host_log(host, CLAPP_LOG_ERROR, WHO, "bad parameters: %s", why);
         return CLAPP_E_INVAL;
@@ -630,6 +683,17 @@ int clapp_source_create(clapp_source **out, const clapp_source_params *p,
                        "%.3g floats", (double)lane_floats * (double)B * (double)(p->queue + 1));
         rc = CLAPP_E_INVAL;
         goto fail;
+    }
+
+    /* Augmentation state (audio; video refused it in check_params). */
+    if (p->decode.kind == CLAPP_MEDIA_AUDIO) {
+        char why[512] = "";
+        rc = clapp_aug_create(&src->aug, &p->aug, p->decode.rate, T, p->lanes, why, sizeof why);
+        if (rc < 0) {
+            clapp_host_log(host, CLAPP_LOG_ERROR, WHO, "%s%s",
+                           rc == CLAPP_E_NOMEM ? "" : "bad parameters: ", why);
+            goto fail;
+        }
     }
 
     /* Class ids per entry, resolved once here on the calling thread. */
@@ -835,5 +899,6 @@ void clapp_source_destroy(clapp_source *src)
     free(src->order);
     free(src->skip);
     free(src->class_ids);
+    clapp_aug_destroy(src->aug);
     free(src);
 }

@@ -42,6 +42,10 @@
  *               "h#", "_" the set knows; if none and the set is not frozen,
  *               "pau" is added with the other three as its aliases; else -1.
  *               Owned by the source, valid with the block. NULL otherwise.
+ * Augmentation (p->aug, augment.h; audio only) changes what the decoder
+ * delivers before anything above sees it: with speed perturbation, pts,
+ * lengths, windows and label frames are all on the resampled time line
+ * (labels follow the speech they belong to).
  * Label ids in a set that is not frozen are added by the decode thread: read
  * such a set only after the source has ended.
  *
@@ -61,6 +65,7 @@
 
 #include <stdint.h>
 
+#include "augment.h"
 #include "clapp/plugin.h"
 #include "decode.h"
 #include "manifest.h"
@@ -82,6 +87,8 @@ typedef struct clapp_source_params {
                                       * normalisation; default 1, 0) */
     clapp_labelset     *classes;     /* set for the LABEL column; NULL: the `labels` set of create
                                       * (a frozen set refuses unknown class names at create) */
+    clapp_aug_params    aug;         /* audio augmentation before gain/offset (augment.h); all
+                                      * off by default; refused on video */
 } clapp_source_params;
 
 void clapp_source_default_params(clapp_source_params *p);

@@ -597,7 +597,8 @@ static void test_dump_roundtrip(void **state)
     static const char want_first[] =
         "source name=source0 kind=audio rate=16000 block=20480 lanes=3 queue=4 mode=stream "
         "window_align=160 label_rate=100 width=64 height=64 fps=10 color=gray backend=auto "
-        "shuffle=false gain=1 offset=0\n"
+        "shuffle=false gain=1 offset=0 aug_gain_db=0 aug_snr=\"\" aug_noise=white aug_eq_db=0 "
+        "aug_speed=1\n"
         "! conv1d name=c1 out=512 kernel=3 stride=1 pad=0 activation=relu bias=true "
         "init_scale=0.1 note=\"tab\\there \\\"q\\\" back\\\\ new\\nline ! # '\" lr=3e-05\n"
         "! clapp name=clapp0 mode=clapp-s steps=12 negatives=10 window=128 retro=false "
