@@ -152,6 +152,103 @@ done:
     return rc;
 }
 
+/* The optimizer settings as one JSON text, so that a run can be repeated
+ * (and resumed) from its checkpoint alone. cJSON prints doubles so that they
+ * parse back to the same value. */
+static char *optim_json(const clapp_optim_params *p)
+{
+    cJSON *root = cJSON_CreateObject();
+    char *text = NULL;
+    if (root) {
+        cJSON_AddStringToObject(root, "type", p->type == CLAPP_OPTIM_SGD ? "sgd" : "adam");
+        cJSON_AddNumberToObject(root, "lr", p->lr);
+        cJSON_AddNumberToObject(root, "beta1", p->beta1);
+        cJSON_AddNumberToObject(root, "beta2", p->beta2);
+        cJSON_AddNumberToObject(root, "eps", p->eps);
+        cJSON_AddNumberToObject(root, "weight_decay", p->weight_decay);
+        cJSON_AddBoolToObject(root, "decoupled_wd", p->decoupled_wd != 0);
+        cJSON_AddNumberToObject(root, "momentum", p->momentum);
+        cJSON_AddNumberToObject(root, "warmup", (double)p->warmup);
+        cJSON_AddNumberToObject(root, "clip", p->clip);
+        text = cJSON_PrintUnformatted(root);
+    }
+    cJSON_Delete(root);
+    return text;
+}
+
+/* The shortest %g text that reads back as v. */
+static void shortest_g(char *buf, size_t cap, double v)
+{
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(buf, cap, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            return;
+    }
+}
+
+/* Resume: the optimizer settings must be the ones the checkpoint was trained
+ * with, or the resumed run is not the uninterrupted one. Each setting is
+ * named by the train option that sets it. Checkpoints without 'optim'
+ * metadata (older ones) are not checked. */
+static int check_optim(const char *text, const clapp_optim_params *p, const char *path, char *err,
+                       size_t errlen)
+{
+    const struct { const char *key, *option; double now; } num[] = {
+        {"lr", "--lr", p->lr},
+        {"beta1", "--adam-beta1", p->beta1},
+        {"beta2", "--adam-beta2", p->beta2},
+        {"eps", "--adam-eps", p->eps},
+        {"weight_decay", "--weight-decay", p->weight_decay},
+        {"momentum", "the SGD momentum", p->momentum},
+        {"warmup", "--warmup", (double)p->warmup},
+        {"clip", "--clip", p->clip},
+    };
+    cJSON *root = cJSON_Parse(text);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(root, "type");
+    const cJSON *dwd = cJSON_GetObjectItemCaseSensitive(root, "decoupled_wd");
+    const char *now_type = p->type == CLAPP_OPTIM_SGD ? "sgd" : "adam";
+    int rc = CLAPP_OK;
+
+    if (!cJSON_IsObject(root) || !cJSON_IsString(type) || !cJSON_IsBool(dwd)) {
+        snprintf(err, errlen, "%s: corrupt 'optim' metadata", path);
+        rc = CLAPP_E_FORMAT;
+        goto done;
+    }
+    if (strcmp(type->valuestring, now_type) != 0) {
+        snprintf(err, errlen, "%s was trained with the %s optimizer, this run uses %s; resume with "
+                 "the same optimizer settings", path, type->valuestring, now_type);
+        rc = CLAPP_E_INVAL;
+        goto done;
+    }
+    for (size_t k = 0; k < sizeof num / sizeof num[0]; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, num[k].key);
+        if (!cJSON_IsNumber(v)) {
+            snprintf(err, errlen, "%s: corrupt 'optim' metadata (no number '%s')", path, num[k].key);
+            rc = CLAPP_E_FORMAT;
+            goto done;
+        }
+        if (v->valuedouble != num[k].now) {
+            char was[32], now[32];
+            shortest_g(was, sizeof was, v->valuedouble);
+            shortest_g(now, sizeof now, num[k].now);
+            snprintf(err, errlen, "%s was trained with %s %s, this run has %s; resume with the "
+                     "same optimizer settings", path, num[k].option, was, now);
+            rc = CLAPP_E_INVAL;
+            goto done;
+        }
+    }
+    /* The kind of weight decay matters only when there is some. */
+    if (p->weight_decay > 0 && cJSON_IsTrue(dwd) != (p->decoupled_wd != 0)) {
+        snprintf(err, errlen, "%s was trained with %s weight decay, this run uses %s; resume with "
+                 "the same optimizer settings", path, cJSON_IsTrue(dwd) ? "decoupled" : "L2",
+                 p->decoupled_wd ? "decoupled" : "L2");
+        rc = CLAPP_E_INVAL;
+    }
+done:
+    cJSON_Delete(root);
+    return rc;
+}
+
 static int write_all(int fd, const void *buf, size_t n)
 {
     const char *p = buf;
@@ -174,7 +271,7 @@ int clapp_checkpoint_save(const clapp_graph *g, const char *path,
     ckpt_list l = {0};
     cJSON *hdr = NULL, *meta, *elems = NULL;
     char *json = NULL, *tmp = NULL, *pipeline = NULL, *elems_text = NULL, *dircopy = NULL;
-    char *rng_text = NULL;
+    char *rng_text = NULL, *optim_text = NULL;
     char num[32];
     int fd = -1, rc = CLAPP_OK, dfd;
     uint64_t offset = 0, hlen, padded;
@@ -205,6 +302,12 @@ int clapp_checkpoint_save(const clapp_graph *g, const char *path,
         goto done;
     }
     cJSON_AddStringToObject(meta, "rng", rng_text);
+    optim_text = optim_json(&g->optim.p);
+    if (!optim_text) {
+        rc = CLAPP_E_NOMEM;
+        goto done;
+    }
+    cJSON_AddStringToObject(meta, "optim", optim_text);
     for (int i = 0; i < l.n; i++) {
         const clapp_tensor *t = l.items[i].t;
         cJSON *e = cJSON_AddObjectToObject(hdr, l.items[i].name);
@@ -280,6 +383,7 @@ done:
     free(tmp);
     free(json);
     cJSON_free(rng_text);
+    cJSON_free(optim_text);
     free(pipeline);
     cJSON_free(elems_text);
     cJSON_Delete(elems);
@@ -471,6 +575,9 @@ int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoi
         goto done;
     }
     if ((rc = check_elements(&cf, g, path, err, errlen)) < 0)
+        goto done;
+    if (opt && opt->with_optimizer && meta_get(&cf, "optim") &&
+        (rc = check_optim(meta_get(&cf, "optim"), &g->optim.p, path, err, errlen)) < 0)
         goto done;
     rng_states = calloc((size_t)g->n + 1, sizeof *rng_states);
     rng_have = calloc((size_t)g->n + 1, 1);

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "graph.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,7 +233,10 @@ int clapp_graph_create(clapp_graph *g, clapp_pipeline_desc *pd, const clapp_stre
     g->host = host;
     g->pd = pd;
     g->source_info = *source;
-    clapp_optim_init(&g->optim, &p->optim);
+    if (clapp_optim_init(&g->optim, &p->optim) < 0) {
+        clapp_optim_check_params(&p->optim, err, errlen);
+        return CLAPP_E_INVAL;
+    }
     if (pd->n < 1 || !pd->elems[0].desc || pd->elems[0].desc->kind != CLAPP_KIND_SOURCE) {
         snprintf(err, errlen, "%s: a pipeline starts with a source element", pd->file);
         return CLAPP_E_INVAL;
@@ -298,6 +302,7 @@ int clapp_graph_create(clapp_graph *g, clapp_pipeline_desc *pd, const clapp_stre
     if (g->p.learn) {
         for (int i = 1; i < g->n; i++) {
             clapp_node *nd = &g->nodes[i];
+            nd->optim_first = g->optim.n;
             if (!nd->learn)
                 continue;
             for (int32_t t = 0; t < nd->n_tensors; t++) {
@@ -307,7 +312,22 @@ int clapp_graph_create(clapp_graph *g, clapp_pipeline_desc *pd, const clapp_stre
                 if (rc < 0)
                     goto fail;
             }
+            nd->optim_count = g->optim.n - nd->optim_first;
         }
+    }
+    if (g->p.diag_every > 0) {
+        int64_t widest = 1;
+        for (int i = 1; i < g->n; i++) {
+            clapp_node *nd = &g->nodes[i];
+            const clapp_param_value *act = nd->kind == CLAPP_KIND_LAYER ? value_of(nd->pe, "activation")
+                                                                         : NULL;
+            nd->relu = act && act->s && !strcmp(act->s, "relu");
+            if (nd->kind == CLAPP_KIND_LAYER && nd->out_info.shape[1] > widest)
+                widest = nd->out_info.shape[1];
+        }
+        rc = clapp_diag_init(&g->diag, widest);
+        if (rc < 0)
+            goto fail;
     }
     return CLAPP_OK;
 fail:
@@ -398,14 +418,55 @@ static int run_loss(clapp_graph *g, int i, char *err, size_t errlen)
     return rc;
 }
 
+/* The layers' feature statistics of this block; asks the optimizer to
+ * record the gradient norms of the step that follows. */
+static int diag_features(clapp_graph *g)
+{
+    for (int i = 1; i < g->n; i++) {
+        clapp_node *nd = &g->nodes[i];
+        memset(&nd->diag, 0, sizeof nd->diag);
+        if (nd->kind != CLAPP_KIND_LAYER)
+            continue;
+        int rc = clapp_diag_compute(&g->diag, &nd->out, nd->relu, &nd->diag.out);
+        if (rc < 0)
+            return rc;
+        nd->diag.has_out = 1;
+    }
+    g->optim.record = g->p.learn;
+    return CLAPP_OK;
+}
+
+/* Per element: the joint norms over its optimizer slots. */
+static void diag_gradients(clapp_graph *g)
+{
+    for (int i = 1; i < g->n; i++) {
+        clapp_node *nd = &g->nodes[i];
+        double g2 = 0.0, u2 = 0.0, w2 = 0.0;
+        if (!g->p.learn || nd->optim_count == 0)
+            continue;
+        for (int32_t k = nd->optim_first; k < nd->optim_first + nd->optim_count; k++) {
+            const clapp_optim_slot *s = &g->optim.slots[k];
+            g2 += s->grad_norm * s->grad_norm;
+            u2 += s->update_norm * s->update_norm;
+            w2 += s->value_norm * s->value_norm;
+        }
+        nd->diag.grad_norm = sqrt(g2);
+        nd->diag.update_norm = sqrt(u2);
+        nd->diag.weight_norm = sqrt(w2);
+        nd->diag.has_grad = 1;
+    }
+}
+
 int clapp_graph_process(clapp_graph *g, const clapp_block *blk, char *err, size_t errlen)
 {
     const clapp_block *cur = blk;
+    const int64_t k = g->blocks + 1;   /* this block's number */
+    const int diag = g->p.diag_every > 0 && (k == 1 || k % g->p.diag_every == 0);
+    double t0;
     int rc;
 
     for (int i = 1; i < g->n; i++) {
         clapp_node *nd = &g->nodes[i];
-        double t0;
         nd->in = cur;
         switch (nd->kind) {
         case CLAPP_KIND_LAYER:
@@ -442,9 +503,22 @@ int clapp_graph_process(clapp_graph *g, const clapp_block *blk, char *err, size_
             break;
         }
     }
+    if (diag) {
+        t0 = now_seconds();
+        rc = diag_features(g);
+        g->diag_seconds = now_seconds() - t0;
+        if (rc < 0) {
+            snprintf(err, errlen, "diagnostics failed (status %d)", rc);
+            return rc;
+        }
+    }
     if (g->p.learn)
         clapp_optim_step(&g->optim);
     g->blocks++;
+    if (diag) {
+        diag_gradients(g);
+        g->diag_block = g->blocks;
+    }
     return CLAPP_OK;
 }
 
@@ -519,5 +593,6 @@ void clapp_graph_destroy(clapp_graph *g)
     }
     free(g->nodes);
     clapp_optim_free(&g->optim);
+    clapp_diag_free(&g->diag);
     memset(g, 0, sizeof *g);
 }

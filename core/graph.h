@@ -12,6 +12,12 @@
  * only: a module is the run of layers between two loss elements, so nothing
  * crosses a loss element (GIM). After the last element, the optimizer steps
  * every learning tensor once. Frozen (learn = 0): loss elements are skipped.
+ *
+ * Diagnostics (clapp_graph_params.diag_every = N > 0): on the first block and
+ * every N-th, each layer's output gets its dead-channel fraction and
+ * participation ratio (core/diag.h), and each learning element the L2 norms
+ * of its gradient (before clipping), of its update and of its weights; they
+ * are in the nodes' `diag` until the next such block (graph.diag_block).
  */
 #ifndef CLAPP_CORE_GRAPH_H
 #define CLAPP_CORE_GRAPH_H
@@ -20,6 +26,7 @@
 #include <stdio.h>
 
 #include "clapp/plugin.h"
+#include "diag.h"
 #include "loss.h"
 #include "loss_video.h"
 #include "optim.h"
@@ -30,7 +37,16 @@ typedef struct clapp_graph_params {
     int                learn;    /* 1: train; 0: frozen inference */
     uint64_t           seed;
     clapp_optim_params optim;
+    int64_t            diag_every;   /* diagnostics every this many blocks (and the first); 0: off */
 } clapp_graph_params;
+
+/* One element's diagnostics of the last diagnostic block. */
+typedef struct clapp_node_diag {
+    clapp_diag_stats out;      /* layers: dead channels and participation ratio */
+    int              has_out;
+    double           grad_norm, update_norm, weight_norm;   /* learning elements */
+    int              has_grad;
+} clapp_node_diag;
 
 void clapp_graph_default_params(clapp_graph_params *p);
 
@@ -53,6 +69,9 @@ typedef struct clapp_node {
     clapp_tensor             grad;        /* layers: dLoss/d(output) of the current loss */
     const clapp_named_tensor *tensors;
     int32_t                  n_tensors;
+    int32_t                  optim_first, optim_count;   /* this element's optimizer slots */
+    int                      relu;        /* output is a ReLU's (activation=relu) */
+    clapp_node_diag          diag;
     /* statistics */
     clapp_loss_stats         last;
     double                   loss_sum;
@@ -69,6 +88,9 @@ typedef struct clapp_graph {
     clapp_optim          optim;
     clapp_stream_info    source_info;
     int64_t              blocks;
+    clapp_diag           diag;          /* workspace, when diag_every > 0 */
+    int64_t              diag_block;    /* block number of the nodes' diag (0: none yet) */
+    double               diag_seconds;  /* time spent on diagnostics in diag_block */
 } clapp_graph;
 
 /* Build live elements for a resolved pipeline whose first element is the

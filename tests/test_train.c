@@ -26,7 +26,8 @@ typedef struct run {
 #define LANES 3
 #define T_IN 600
 
-static void run_open(run *r, const char *text, int sgd, double lr, uint64_t seed)
+static void run_open_diag(run *r, const char *text, int sgd, double lr, uint64_t seed,
+                          int64_t diag_every)
 {
     char err[1024] = "";
     clapp_stream_info src = {3, {LANES, 1, T_IN, 0, 0, 0}, 16000.0};
@@ -40,6 +41,7 @@ static void run_open(run *r, const char *text, int sgd, double lr, uint64_t seed
     clapp_graph_default_params(&gp);
     gp.seed = seed;
     gp.optim.lr = lr;
+    gp.diag_every = diag_every;
     if (sgd)
         gp.optim.type = CLAPP_OPTIM_SGD;
     if (clapp_graph_create(&r->g, &r->pd, &src, &gp, &r->host, err, sizeof err) < 0)
@@ -50,6 +52,11 @@ static void run_open(run *r, const char *text, int sgd, double lr, uint64_t seed
     r->blk.lanes = LANES;
     r->blk.lane = r->lanes;
     r->blk.rate = src.rate;
+}
+
+static void run_open(run *r, const char *text, int sgd, double lr, uint64_t seed)
+{
+    run_open_diag(r, text, sgd, lr, seed, 0);
 }
 
 static void run_close(run *r)
@@ -259,6 +266,53 @@ static void test_training_lowers_every_loss(void **state)
     run_close(&r);
 }
 
+/* Diagnostics on blocks 1, 3, 6 (diag_every 3): each layer's statistics are
+ * those of its output block; with SGD at lr 1 each element's update is its
+ * gradient, so update_norm equals grad_norm; weight_norm is the weights'. */
+static void test_diagnostics(void **state)
+{
+    run r;
+    char err[512];
+    const int64_t want_block[7] = {0, 1, 1, 3, 3, 3, 6};
+    (void)state;
+    run_open_diag(&r, small_clapp, 1, 1.0, 5, 3);
+    for (int blk = 1; blk <= 6; blk++) {
+        fill(&r, blk);
+        assert_int_equal(clapp_graph_process(&r.g, &r.blk, err, sizeof err), 0);
+        assert_int_equal(r.g.diag_block, want_block[blk]);
+        if (r.g.diag_block != blk)
+            continue;
+        for (int i = 1; i < r.g.n; i++) {
+            const clapp_node *nd = &r.g.nodes[i];
+            if (nd->kind == CLAPP_KIND_LAYER) {
+                clapp_diag d;
+                clapp_diag_stats st;
+                assert_true(nd->diag.has_out);
+                assert_int_equal(clapp_diag_init(&d, nd->out_info.shape[1]), 0);
+                assert_int_equal(clapp_diag_compute(&d, &nd->out, nd->relu, &st), 0);
+                clapp_diag_free(&d);
+                assert_true(st.samples > 0 && st.pr > 0);
+                assert_true(st.pr == nd->diag.out.pr && st.dead == nd->diag.out.dead);
+            }
+            assert_int_equal(nd->relu, !strcmp(nd->pe->type, "conv1d"));
+            assert_true(nd->diag.has_grad);
+            assert_true(nd->diag.grad_norm > 0);
+            if (fabs(nd->diag.update_norm - nd->diag.grad_norm) > 1e-4 * nd->diag.grad_norm)
+                fail_msg("%s: update norm %g, gradient norm %g", nd->pe->name, nd->diag.update_norm,
+                         nd->diag.grad_norm);
+            double w2 = 0;
+            for (int32_t t = 0; t < nd->n_tensors; t++) {
+                const clapp_tensor *v = nd->tensors[t].value;
+                for (int64_t k = 0; k < clapp_tensor_numel(v); k++)
+                    w2 += (double)v->data[k] * v->data[k];
+            }
+            if (fabs(sqrt(w2) - nd->diag.weight_norm) > 1e-9 * sqrt(w2))
+                fail_msg("%s: weight norm %g, want %g", nd->pe->name, nd->diag.weight_norm, sqrt(w2));
+        }
+    }
+    run_close(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -267,6 +321,7 @@ int main(void)
         cmocka_unit_test(test_cpc_with_gru_end_to_end),
         cmocka_unit_test(test_same_seed_bit_identical),
         cmocka_unit_test(test_training_lowers_every_loss),
+        cmocka_unit_test(test_diagnostics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
