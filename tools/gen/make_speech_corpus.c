@@ -47,12 +47,13 @@
  *
  * Determinism: item i of a split depends only on (seed, split, i): its
  * sentence, voice, speaking rate and pitch factor. Items are synthesised in
- * chunks of 32 consecutive items, each by a process forked for it (flite and
- * espeak-ng keep global state, so processes rather than threads; espeak-ng's
- * output also depends on what it said before, so a chunk always starts from
- * the same state, see sc_round), and the parent keeps the prefix of items
- * that reaches the requested duration, so the corpus does not depend on
- * --threads. Both synthesisers draw noise from rand(): it is seeded per item.
+ * rounds by forked workers (flite and espeak-ng keep global state, so
+ * processes rather than threads) and the parent keeps the prefix of items
+ * that reaches the requested duration. espeak-ng's output also depends on
+ * what it said before in the process, so with espeak voices a worker makes
+ * a fixed chunk of 32 consecutive items from a fresh fork (see sc_round).
+ * The corpus does not depend on --threads. Both synthesisers draw noise from
+ * rand(): it is seeded per item.
  *
  * Variety: voices; speaking rate through flite's duration_stretch (espeak:
  * 175 / stretch words per minute); pitch through flite's f0_shift feature,
@@ -1061,21 +1062,24 @@ static int64_t sc_synth(const sc_options *o, const sc_synth_ctx *cx, const sc_it
     return status;
 }
 
-/* One round: items [first, first + count) of a split, first a multiple of
- * SC_CHUNK and at most one chunk per worker. Fills sp->items[].samples.
- * Returns 0 or a negative CLAPP_E_*.
+/* One round: items [first, first + count) of a split in pieces of 'piece'
+ * consecutive items, one process per piece, at most 64. Fills
+ * sp->items[].samples. Returns 0 or a negative CLAPP_E_*.
  *
  * espeak-ng carries synthesis state from one sentence to the next (the same
  * sentence with the same settings comes out a few samples different after
  * other sentences) and no call resets it (espeak_Terminate then
- * espeak_Initialize hangs). So every chunk of SC_CHUNK consecutive items is
- * made in order by its own process, forked from this one, in which no
- * synthesiser has spoken: an item depends on the items before it in its
- * chunk, all fixed by (seed, split), and not on --threads. One process per
- * item would cost about 25 ms of page faults each. */
-static int sc_round(const sc_options *o, const sc_synth_ctx *cx, sc_split *sp, int64_t first, int64_t count)
+ * espeak_Initialize hangs). So in a split with espeak voices the pieces are
+ * the chunks of SC_CHUNK items from item 0 on, each made in order by its
+ * own process, forked from this one, in which no synthesiser has spoken:
+ * an item depends on the items before it in its chunk, all fixed by (seed,
+ * split), and not on --threads. One process per item would cost about 25 ms
+ * of page faults each. flite items depend on nothing else, so flite-only
+ * splits are cut into one piece per worker. */
+static int sc_round(const sc_options *o, const sc_synth_ctx *cx, sc_split *sp, int64_t first, int64_t count,
+                    int64_t piece)
 {
-    int n_chunks = (int)((count + SC_CHUNK - 1) / SC_CHUNK);
+    int n_chunks = (int)((count + piece - 1) / piece);
     pid_t pids[64];
     int fds[64];
     int started = 0, status = 0;
@@ -1099,10 +1103,10 @@ static int sc_round(const sc_options *o, const sc_synth_ctx *cx, sc_split *sp, i
             break;
         }
         if (pid == 0) {
-            int64_t end = first + (int64_t)(k + 1) * SC_CHUNK;
+            int64_t end = first + (int64_t)(k + 1) * piece;
             int bad = 0;
             close(p[0]);
-            for (int64_t i = first + (int64_t)k * SC_CHUNK; i < end && i < first + count && !bad; i++) {
+            for (int64_t i = first + (int64_t)k * piece; i < end && i < first + count && !bad; i++) {
                 sc_record rec = {i, sc_synth(o, cx, &sp->items[i], i)};
                 bad = rec.samples < 0;
                 if (write(p[1], &rec, sizeof rec) != (ssize_t)sizeof rec)
@@ -1153,9 +1157,11 @@ static int sc_generate(const sc_options *o, const sc_synth_ctx *cx, sc_split *sp
                        double t0)
 {
     int workers = o->threads < 1 ? 1 : o->threads;
-    int64_t next = 0;
-    int rc;
+    int64_t next = 0, piece;
+    int rc, espeak = 0;
 
+    for (int v = 0; v < sp->voices->n; v++)
+        espeak |= o->voice[sp->voices->idx[v]].flite < 0;
     sp->done_s = 0;
     while (sp->done_s < sp->target_s) {
         /* Rounds sized to the remaining duration (mean so far, 3 s at first)
@@ -1165,7 +1171,13 @@ static int sc_generate(const sc_options *o, const sc_synth_ctx *cx, sc_split *sp
         int64_t count = (int64_t)ceil((sp->target_s - sp->done_s) / mean * 1.1) + 1, keep;
         if (count > (int64_t)SC_CHUNK * workers)
             count = (int64_t)SC_CHUNK * workers;
-        count = (count + SC_CHUNK - 1) / SC_CHUNK * SC_CHUNK;   /* whole chunks: see sc_round */
+        if (espeak) {
+            count = (count + SC_CHUNK - 1) / SC_CHUNK * SC_CHUNK;   /* whole chunks: see sc_round */
+            piece = SC_CHUNK;
+        } else {
+            count = (count + workers - 1) / workers * workers;
+            piece = count / workers;
+        }
         if (next + count > sp->cap_items) {
             int64_t cap = (next + count) * 2;
             sc_item *p = realloc(sp->items, (size_t)cap * sizeof *p);
@@ -1176,7 +1188,7 @@ static int sc_generate(const sc_options *o, const sc_synth_ctx *cx, sc_split *sp
         }
         for (int64_t i = next; i < next + count; i++)
             sc_plan(sp, o, i, &sp->items[i]);
-        rc = sc_round(o, cx, sp, next, count);
+        rc = sc_round(o, cx, sp, next, count, piece);
         if (rc < 0)
             return rc;
         /* Keep the prefix that reaches the target; delete the files of the rest. */
