@@ -17,6 +17,9 @@
  * FROZEN: every finished clip is classified at once with the running
  * statistics and no dropout.
  *
+ * anneal_blocks=N (> 0): the learning rate falls along a half cosine from
+ * probe_lr to 0 over the first N LEARN blocks (clapp eval sets it).
+ *
  * report() counts the clips of the current mode since the last reset(-1) or
  * mode change: top-1/top-3 accuracy and mean cross-entropy (in LEARN these
  * are the training-batch predictions, dropout included). Clips without a
@@ -48,6 +51,8 @@ typedef struct probe_action {
     int32_t           K;         /* classes */
     int32_t           batch;
     double            lr, wd, p_drop;
+    int64_t           anneal_blocks;   /* 0: constant learning rate */
+    int64_t           learn_blocks;    /* LEARN blocks seen, for the schedule */
     int               optimizer;
     clapp_mode        mode;
 
@@ -82,6 +87,8 @@ typedef struct probe_action {
 static const clapp_param_desc probe_action_params[] = {
     {"classes", CLAPP_PARAM_INT, "10", 2, 100000, NULL, "number of classes"},
     {"probe_lr", CLAPP_PARAM_FLOAT, "1e-4", 0, 1e3, NULL, "learning rate of the probe's optimizer"},
+    {"anneal_blocks", CLAPP_PARAM_INT, "0", 0, 1e15, NULL,
+     "lower the learning rate along a half cosine to 0 over this many training blocks (0: constant)"},
     {"probe_wd", CLAPP_PARAM_FLOAT, "1e-5", 0, 1e3, NULL, "L2 weight decay (added to the gradient)"},
     {"batch", CLAPP_PARAM_INT, "8", 2, 65536, NULL, "finished clips per optimizer step"},
     {"dropout", CLAPP_PARAM_FLOAT, "0.5", 0, 0.99, NULL, "dropout probability before the linear layer"},
@@ -240,8 +247,13 @@ static int64_t param_size(const probe_action *pa, int i)
 
 static void optimizer_step(probe_action *pa)
 {
-    const double lr = pa->lr, wd = pa->wd;
-    double c1 = 1.0, c2 = 1.0;
+    const double wd = pa->wd;
+    double c1 = 1.0, c2 = 1.0, lr = pa->lr;
+    /* anneal_blocks: half cosine to 0 over the first N LEARN blocks (as probe_phoneme). */
+    if (pa->anneal_blocks > 0) {
+        double f = (double)(pa->learn_blocks - 1) / (double)pa->anneal_blocks;
+        lr = f >= 1 ? 0 : pa->lr * 0.5 * (1 + cos(3.141592653589793 * f));
+    }
     pa->adam_t++;
     if (pa->optimizer == OPT_ADAM) {
         c1 = 1.0 - pow(ADAM_B1, (double)pa->adam_t);
@@ -440,6 +452,7 @@ static int probe_action_create(const clapp_create_info *info, void **self)
     pa->K = (v = clapp_param_find(info->values, info->n_values, "classes")) ? (int32_t)v->i : 10;
     pa->lr = (v = clapp_param_find(info->values, info->n_values, "probe_lr")) ? v->f : 1e-4;
     pa->wd = (v = clapp_param_find(info->values, info->n_values, "probe_wd")) ? v->f : 1e-5;
+    pa->anneal_blocks = (v = clapp_param_find(info->values, info->n_values, "anneal_blocks")) ? v->i : 0;
     pa->batch = (v = clapp_param_find(info->values, info->n_values, "batch")) ? (int32_t)v->i : 8;
     pa->p_drop = (v = clapp_param_find(info->values, info->n_values, "dropout")) ? v->f : 0.5;
     pa->optimizer = (v = clapp_param_find(info->values, info->n_values, "optimizer")) ? (int)v->i
@@ -541,6 +554,8 @@ static int probe_action_forward(void *self, const clapp_block *in, clapp_block *
         return CLAPP_E_SHAPE;
     }
     T = x->shape[2];
+    if (pa->mode == CLAPP_MODE_LEARN)
+        pa->learn_blocks++;
     for (int32_t b = 0; b < in->lanes; b++) {
         const clapp_lane *ln = &in->lane[b];
         double *acc = pa->acc + (int64_t)b * pa->D;

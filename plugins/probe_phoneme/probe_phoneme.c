@@ -13,6 +13,12 @@
  * before the step (training accuracy).
  * FROZEN: only the accuracy counters and the confusion counts.
  *
+ * anneal_blocks=N (> 0) lowers the learning rate along a half cosine from
+ * probe_lr to 0 over the first N LEARN blocks (0 after them): the last steps
+ * of a long training are small, so probes trained with different seeds or
+ * data orders end near the same optimum instead of wherever the last
+ * full-size step left them. clapp eval sets it to the blocks it will feed.
+ *
  * report() gives {"accuracy","frames","correct","loss","loss_blocks","steps",
  * "mode","classes"}; "loss" is the mean block loss since the previous
  * report. reset(-1) clears the accuracy counters and the confusion counts,
@@ -51,6 +57,8 @@ typedef struct probe {
     char             *name;
     int64_t           classes;
     double            lr;
+    int64_t           anneal_blocks;   /* 0: constant learning rate */
+    int64_t           learn_blocks;    /* LEARN blocks seen, for the schedule */
     int               debug_grad;
     int               normalize;
     char             *confusion_out;
@@ -84,6 +92,8 @@ typedef struct probe {
 static const clapp_param_desc probe_params[] = {
     {"classes", CLAPP_PARAM_INT, "41", 2, 1 << 20, NULL, "number of label classes (41: flite/CMU phones)"},
     {"probe_lr", CLAPP_PARAM_FLOAT, "1e-4", 0, 10, NULL, "Adam learning rate of the probe (its own optimizer)"},
+    {"anneal_blocks", CLAPP_PARAM_INT, "0", 0, 1e15, NULL,
+     "lower the learning rate along a half cosine to 0 over this many training blocks (0: constant)"},
     {"confusion_out", CLAPP_PARAM_STRING, "", 0, 0, NULL,
      "write the confusion counts (TSV, rows: true label) to this file at finish; empty: no file"},
     {"normalize", CLAPP_PARAM_BOOL, "true", 0, 1, NULL,
@@ -180,6 +190,7 @@ static int probe_create(const clapp_create_info *info, void **self)
         return CLAPP_E_NOMEM;
     p->classes = (v = find(info, "classes")) ? v->i : 41;
     p->lr = (v = find(info, "probe_lr")) ? v->f : 1e-4;
+    p->anneal_blocks = (v = find(info, "anneal_blocks")) ? v->i : 0;
     p->debug_grad = (v = find(info, "debug_grad")) ? v->i != 0 : 0;
     p->normalize = (v = find(info, "normalize")) ? v->i != 0 : 1;
     v = find(info, "confusion_out");
@@ -278,6 +289,7 @@ static int probe_configure(void *self, const clapp_stream_info *in, clapp_stream
     for (int64_t d = 0; d < p->D; d++)
         p->fstd.data[d] = 1.0f;   /* identity until frames are seen */
     p->steps = 0;
+    p->learn_blocks = 0;
     p->frames = p->correct = p->loss_blocks = 0;
     p->loss_sum = 0;
     p->n_list = 0;
@@ -433,6 +445,8 @@ static int probe_forward(void *self, const clapp_block *in, clapp_block *out)
         return CLAPP_E_SHAPE;
     }
     n = probe_gather(p, in);
+    if (p->mode == CLAPP_MODE_LEARN && n >= 0)
+        p->learn_blocks++;
     if (n <= 0)
         return n < 0 ? (int)n : CLAPP_OK;
     C = p->classes;
@@ -458,8 +472,13 @@ static int probe_forward(void *self, const clapp_block *in, clapp_block *out)
     p->steps++;
     {
         double c1 = 1 - pow(PROBE_BETA1, (double)p->steps), c2 = 1 - pow(PROBE_BETA2, (double)p->steps);
-        adam(p->w.data, p->gw.data, p->mw, p->vw, C * p->D, p->lr, c1, c2);
-        adam(p->b.data, p->gb.data, p->mb, p->vb, C, p->lr, c1, c2);
+        double lr = p->lr;
+        if (p->anneal_blocks > 0) {
+            double f = (double)(p->learn_blocks - 1) / (double)p->anneal_blocks;
+            lr = f >= 1 ? 0 : p->lr * 0.5 * (1 + cos(3.141592653589793 * f));
+        }
+        adam(p->w.data, p->gw.data, p->mw, p->vw, C * p->D, lr, c1, c2);
+        adam(p->b.data, p->gb.data, p->mb, p->vb, C, lr, c1, c2);
     }
     return CLAPP_OK;
 }

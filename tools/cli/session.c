@@ -6,6 +6,48 @@
 #include <string.h>
 #include <time.h>
 
+/* The optimizer and diagnostics options of train: name, value. Returns
+ * CLI_OK, or CLI_USAGE after naming the option and the allowed range. */
+static int parse_optim_option(cli_options *o, const char *a, const char *v)
+{
+    char *end = NULL;
+    double x;
+    if (!strcmp(a, "--warmup") || !strcmp(a, "--diag-every")) {
+        long long n = strtoll(v, &end, 10);
+        if (!*v || *end || n < 0) {
+            fprintf(stderr, "clapp: error: %s %s: expected a number of blocks >= 0 (0: off)\n", a, v);
+            return CLI_USAGE;
+        }
+        *(!strcmp(a, "--warmup") ? &o->warmup : &o->diag_every) = n;
+        return CLI_OK;
+    }
+    x = strtod(v, &end);
+    if (!*v || *end) {
+        fprintf(stderr, "clapp: error: %s %s: expected a number\n", a, v);
+        return CLI_USAGE;
+    }
+    if (!strcmp(a, "--adam-eps")) {
+        if (!(x > 0)) {
+            fprintf(stderr, "clapp: error: --adam-eps %s: expected a number > 0\n", v);
+            return CLI_USAGE;
+        }
+        o->adam_eps = x;
+    } else if (!strcmp(a, "--adam-beta1") || !strcmp(a, "--adam-beta2")) {
+        if (!(x >= 0 && x < 1)) {
+            fprintf(stderr, "clapp: error: %s %s: expected a number in [0, 1)\n", a, v);
+            return CLI_USAGE;
+        }
+        *(!strcmp(a, "--adam-beta1") ? &o->adam_beta1 : &o->adam_beta2) = x;
+    } else {
+        if (!(x >= 0)) {
+            fprintf(stderr, "clapp: error: %s %s: expected a number >= 0 (0: off)\n", a, v);
+            return CLI_USAGE;
+        }
+        *(!strcmp(a, "--clip") ? &o->clip : &o->weight_decay) = x;
+    }
+    return CLI_OK;
+}
+
 int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
 {
     memset(o, 0, sizeof *o);
@@ -13,6 +55,10 @@ int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
     o->seed = 1;
     o->verbosity = 1;
     o->lr = -1;
+    o->adam_eps = 1e-8;    /* PyTorch's Adam defaults, the paper's setting */
+    o->adam_beta1 = 0.9;
+    o->adam_beta2 = 0.999;
+    o->diag_every = 16;
     *help = 0;
     o->sets = calloc((size_t)argc + 1, sizeof *o->sets);
     o->probes = calloc((size_t)argc + 1, sizeof *o->probes);
@@ -34,11 +80,22 @@ int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
             o->verbosity = 0;
         } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
             o->verbosity = 2;
+        } else if (!strcmp(a, "--warmup") || !strcmp(a, "--diag-every") || !strcmp(a, "--clip") ||
+                   !strcmp(a, "--adam-eps") || !strcmp(a, "--adam-beta1") ||
+                   !strcmp(a, "--adam-beta2") || !strcmp(a, "--weight-decay")) {
+            if (!v) {
+                fprintf(stderr, "clapp: error: %s needs a value\n", a);
+                return CLI_USAGE;
+            }
+            if (parse_optim_option(o, a, argv[++i]) != CLI_OK)
+                return CLI_USAGE;
         } else if (!strcmp(a, "--data") || !strcmp(a, "--set") || !strcmp(a, "--epochs") ||
                    !strcmp(a, "--seed") || !strcmp(a, "--lr") || !strcmp(a, "--metrics") ||
                    !strcmp(a, "--checkpoint") || !strcmp(a, "--checkpoint-every") ||
                    !strcmp(a, "--train") || !strcmp(a, "--test") || !strcmp(a, "--json") ||
-                   !strcmp(a, "--probe")) {
+                   !strcmp(a, "--probe") || !strcmp(a, "--val") || !strcmp(a, "--probe-seeds") ||
+                   !strcmp(a, "--probe-lrs") || !strcmp(a, "--budget-minutes") ||
+                   !strcmp(a, "--snapshots")) {
             char *end = NULL;
             if (!v) {
                 fprintf(stderr, "clapp: error: %s needs a value\n", a);
@@ -57,6 +114,31 @@ int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
                 o->train = v;
             } else if (!strcmp(a, "--test")) {
                 o->test = v;
+            } else if (!strcmp(a, "--val")) {
+                o->val = v;
+            } else if (!strcmp(a, "--probe-lrs")) {
+                o->probe_lrs = v;
+            } else if (!strcmp(a, "--budget-minutes")) {
+                double m = strtod(v, &end);
+                if (*end || !(m > 0) || m > 1e7) {
+                    fprintf(stderr, "clapp: error: --budget-minutes %s: expected a number of minutes > 0\n", v);
+                    return CLI_USAGE;
+                }
+                o->budget_s = 60 * m;
+            } else if (!strcmp(a, "--snapshots")) {
+                long n = strtol(v, &end, 10);
+                if (*end || n < 1 || n > 1000) {
+                    fprintf(stderr, "clapp: error: --snapshots %s: expected an integer in [1, 1000]\n", v);
+                    return CLI_USAGE;
+                }
+                o->snapshots = (int)n;
+            } else if (!strcmp(a, "--probe-seeds")) {
+                long n = strtol(v, &end, 10);
+                if (*end || n < 1 || n > 64) {
+                    fprintf(stderr, "clapp: error: --probe-seeds %s: expected an integer in [1, 64]\n", v);
+                    return CLI_USAGE;
+                }
+                o->probe_seeds = (int)n;
             } else if (!strcmp(a, "--json")) {
                 o->json = v;
             } else if (!strcmp(a, "--checkpoint-every")) {
@@ -75,6 +157,7 @@ int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
                     return CLI_USAGE;
                 }
                 o->epochs = (int)e;
+                o->epochs_given = 1;
             } else if (!strcmp(a, "--seed")) {
                 unsigned long long s = strtoull(v, &end, 10);
                 if (*end || !*v) {
@@ -132,6 +215,11 @@ static void source_params_from(clapp_source_params *sp, const clapp_pipe_elem *p
     sp->shuffle = o->shuffle || src_value(pe, "shuffle")->i;
     sp->gain = (float)src_value(pe, "gain")->f;
     sp->offset = (float)src_value(pe, "offset")->f;
+    sp->aug.gain_db = src_value(pe, "aug_gain_db")->f;
+    sp->aug.snr = src_value(pe, "aug_snr")->s;   /* parsed by the source at create */
+    sp->aug.noise = (clapp_noise_color)src_value(pe, "aug_noise")->i;
+    sp->aug.eq_db = src_value(pe, "aug_eq_db")->f;
+    sp->aug.speed = src_value(pe, "aug_speed")->f;
     sp->seed = o->seed;
     sp->epochs = o->epochs;
 }
@@ -153,8 +241,12 @@ int cli_session_use_data(cli_session *s, const cli_options *o, const char *data,
     }
     source_params_from(&sp, &s->pd.elems[0], o);
     sp.epochs = epochs;
-    if (force_stream)
+    if (force_stream) {
+        /* eval and extract read the media as they are: augmentation is for
+         * self-supervised training only */
         sp.mode = CLAPP_SOURCE_STREAM;
+        memset(&sp.aug, 0, sizeof sp.aug);
+    }
     sp.classes = &s->classes;
     rc = clapp_source_create(&s->src, &sp, &s->manifest, &s->labels, &s->host);
     if (rc < 0) {
@@ -201,6 +293,16 @@ int cli_session_open(cli_session *s, const cli_options *o, int learn)
     gp.seed = o->seed;
     if (o->lr >= 0)
         gp.optim.lr = o->lr;
+    if (learn) {
+        gp.optim.eps = o->adam_eps;
+        gp.optim.beta1 = o->adam_beta1;
+        gp.optim.beta2 = o->adam_beta2;
+        gp.optim.warmup = o->warmup;
+        gp.optim.clip = o->clip;
+        gp.optim.weight_decay = o->weight_decay;
+        gp.optim.decoupled_wd = o->weight_decay > 0;   /* AdamW's; L2 only through the library */
+        gp.diag_every = o->diag_every;
+    }
     rc = clapp_graph_create(&s->graph, &s->pd, &info, &gp, &s->host, err, sizeof err);
     s->have_graph = 1;
     if (rc < 0) {
@@ -210,15 +312,46 @@ int cli_session_open(cli_session *s, const cli_options *o, int learn)
     return CLI_OK;
 }
 
-int cli_session_save(cli_session *s, const cli_options *o)
+static int session_save_to(cli_session *s, const char *path)
 {
     clapp_checkpoint_options co = {1, 1};
     char err[2048] = "";
-    if (clapp_checkpoint_save(&s->graph, o->checkpoint, &co, err, sizeof err) < 0) {
+    if (clapp_checkpoint_save(&s->graph, path, &co, err, sizeof err) < 0) {
         fprintf(stderr, "clapp: error: %s (the previous checkpoint, if any, is intact)\n", err);
         return CLI_FAILED;
     }
     return CLI_OK;
+}
+
+int cli_session_save(cli_session *s, const cli_options *o)
+{
+    return session_save_to(s, o->checkpoint);
+}
+
+/* Snapshot k of a budgeted run: PATH.snapK.safetensors beside the checkpoint
+ * (the .safetensors suffix of PATH, if any, moves to the end), and a
+ * "snapshot" line in the metrics with the time and audio it took. */
+static int session_snapshot(cli_session *s, const cli_options *o, int k, double secs, int64_t steps)
+{
+    const char *ext = ".safetensors";
+    size_t n = strlen(o->checkpoint), e = strlen(ext);
+    char *path = malloc(n + 32);
+    int status;
+    if (!path)
+        return CLI_FAILED;
+    if (n > e && !strcmp(o->checkpoint + n - e, ext))
+        snprintf(path, n + 32, "%.*s.snap%d%s", (int)(n - e), o->checkpoint, k, ext);
+    else
+        snprintf(path, n + 32, "%s.snap%d", o->checkpoint, k);
+    status = session_save_to(s, path);
+    if (status == CLI_OK && s->metrics) {
+        fprintf(s->metrics, "{\"event\":\"snapshot\",\"k\":%d,\"of\":%d,\"blocks\":%lld,\"seconds\":%.3f,"
+                "\"media_seconds\":%.3f,\"path\":\"%s\"}\n", k, o->snapshots, (long long)s->graph.blocks, secs,
+                s->graph.source_info.rate > 0 ? (double)steps / s->graph.source_info.rate : 0.0, path);
+        fflush(s->metrics);
+    }
+    free(path);
+    return status;
 }
 
 int cli_session_load(cli_session *s, const char *path, int with_optimizer)
@@ -260,7 +393,31 @@ static void emit_block_metrics(cli_session *s, const clapp_block *blk, double se
             fprintf(s->metrics, "%s\"%s\":null", first ? "" : ",", nd->pe->name);
         first = 0;
     }
-    fprintf(s->metrics, "}}\n");
+    fprintf(s->metrics, "}");
+    /* On diagnostic blocks: per element, the feature statistics of layers
+     * and the norms of learning elements' gradient, update and weights. */
+    if (g->diag_block == g->blocks && g->blocks > 0) {
+        fprintf(s->metrics, ",\"diag\":{\"seconds\":%.4f", g->diag_seconds);
+        if (g->optim.p.warmup > 0)
+            fprintf(s->metrics, ",\"lr_scale\":%.6g", clapp_optim_lr_scale(&g->optim.p, g->optim.t));
+        for (int i = 1; i < g->n; i++) {
+            const clapp_node *nd = &g->nodes[i];
+            const char *sep = "";
+            if (!nd->diag.has_out && !nd->diag.has_grad)
+                continue;
+            fprintf(s->metrics, ",\"%s\":{", nd->pe->name);
+            if (nd->diag.has_out) {
+                fprintf(s->metrics, "\"dead\":%.4f,\"pr\":%.4f", nd->diag.out.dead, nd->diag.out.pr);
+                sep = ",";
+            }
+            if (nd->diag.has_grad)
+                fprintf(s->metrics, "%s\"grad_norm\":%.6g,\"update_norm\":%.6g,\"weight_norm\":%.6g",
+                        sep, nd->diag.grad_norm, nd->diag.update_norm, nd->diag.weight_norm);
+            fprintf(s->metrics, "}");
+        }
+        fprintf(s->metrics, "}");
+    }
+    fprintf(s->metrics, "}\n");
     fflush(s->metrics);
 }
 
@@ -315,9 +472,13 @@ int cli_session_run(cli_session *s, const cli_options *o)
     const clapp_block *blk;
     struct timespec t0, t1;
     int64_t steps = 0;
-    int rc, status = CLI_OK;
+    int rc, status = CLI_OK, next_snap = 1;
     double secs;
 
+    if (o->snapshots > 0 && (!(o->budget_s > 0) || !o->checkpoint || !s->graph.p.learn)) {
+        fprintf(stderr, "clapp: error: --snapshots needs training with --budget-minutes and --checkpoint\n");
+        return CLI_USAGE;
+    }
     clock_gettime(CLOCK_MONOTONIC, &t0);
     rc = clapp_source_start(s->src);
     if (rc < 0) {
@@ -353,6 +514,15 @@ int cli_session_run(cli_session *s, const cli_options *o)
             status = CLI_FAILED;
         if (s->progress && s->graph.blocks % 4 == 0)
             show_progress(s, seconds_since(&t0), steps);
+        /* --budget-minutes: a wall-clock budget, snapshots at k/N of it */
+        if (o->budget_s > 0) {
+            double el = seconds_since(&t0);
+            while (status == CLI_OK && next_snap <= o->snapshots &&
+                   el >= o->budget_s * next_snap / o->snapshots)
+                status = session_snapshot(s, o, next_snap++, el, steps);
+            if (el >= o->budget_s || status != CLI_OK)
+                break;
+        }
     }
     if (s->progress)
         fprintf(stderr, "\n");
