@@ -11,6 +11,9 @@
  *   dW_k += dPred^T Cx,  dCx += dPred W_k.
  * Finally dZx / dCx are transposed back and added into the gradient tensors
  * at valid steps only. Everything is allocated in create.
+ * The pooled form (pool=P or frame) fills the rows with window means
+ * [Cz*G] / [Cc*G] instead (one position per row, so the same GEMMs apply a
+ * full W_k) and spreads the row gradients back over each window's pixels.
  */
 #include "loss_video.h"
 
@@ -27,7 +30,14 @@ struct clapp_loss_video {
     const clapp_host *host;
     char              name[64];
 
-    clapp_tensor       W, Wg;      /* [K, Cz, Cc] */
+    /* Row geometry. Shared form: npos = H*W positions of rz = Cz / rc = Cc
+     * channels. Pooled: npos = 1 "position" of rz = Cz*G / rc = Cc*G. */
+    int64_t pool;                  /* CLAPP_LOSS_VIDEO_POOL_* or P */
+    int64_t h, w, ph, pw, gh, gw, G;
+    int64_t npos, rz, rc;
+    float  *inv;                   /* [G] 1 / pixels of each window */
+
+    clapp_tensor       W, Wg;      /* [K, rz, rc] */
     clapp_named_tensor nt[1];
 
     int32_t *len, *nctx;           /* [B] */
@@ -67,14 +77,63 @@ static double init_unit(uint64_t *x)
     return (double)(z >> 11) * 0x1.0p-53;
 }
 
+/* Windows per axis: ceil(n / p). */
+static int64_t windows(int64_t n, int64_t p) { return (n + p - 1) / p; }
+
+int clapp_loss_video_pool_check(const char *text, int32_t steps, int64_t cz, int64_t cc,
+                                int64_t h, int64_t w, int64_t *pool, char *why, size_t whylen)
+{
+    int64_t P;
+    if (!text || !*text || !strcmp(text, "shared")) {
+        P = CLAPP_LOSS_VIDEO_POOL_SHARED;
+    } else if (!strcmp(text, "frame")) {
+        P = CLAPP_LOSS_VIDEO_POOL_FRAME;
+    } else {
+        char *end = NULL;
+        long long v = strtoll(text, &end, 10);
+        if (!end || *end || end == text || v < 0 || v > 1000000) {
+            snprintf(why, whylen, "pool=%s: expected shared, frame, or a window size P >= 0 "
+                     "(0 = frame)", text);
+            return CLAPP_E_INVAL;
+        }
+        P = (int64_t)v;
+    }
+    *pool = P;
+    if (P != CLAPP_LOSS_VIDEO_POOL_SHARED && h > 0 && w > 0) {
+        int64_t G = P == CLAPP_LOSS_VIDEO_POOL_FRAME ? 1 : windows(h, P) * windows(w, P);
+        double nw = (double)steps * (double)(cz * G) * (double)(cc * G);
+        if (nw > (double)CLAPP_LOSS_VIDEO_MAX_W_FLOATS) {
+            snprintf(why, whylen, "pool=%s on %lldx%lld maps makes %lld windows, so W is %d x "
+                     "%lld x %lld = %.4g floats (%.1f MiB; gradient and Adam moments 4x that), "
+                     "over the limit of %lld floats (%lld MiB): choose a larger pool or pool=frame",
+                     text, (long long)h, (long long)w, (long long)G, (int)steps,
+                     (long long)(cz * G), (long long)(cc * G), nw, nw * 4.0 / 1048576.0,
+                     (long long)CLAPP_LOSS_VIDEO_MAX_W_FLOATS,
+                     (long long)(CLAPP_LOSS_VIDEO_MAX_W_FLOATS * 4 / 1048576));
+            return CLAPP_E_INVAL;
+        }
+    }
+    return CLAPP_OK;
+}
+
 int clapp_loss_video_create(clapp_loss_video **out, const clapp_loss_params *p, int64_t cz,
                             int64_t cc, int64_t h, int64_t w, int32_t lanes, int64_t t_cap,
                             const clapp_host *host, const char *name)
+{
+    return clapp_loss_video_create_pool(out, p, CLAPP_LOSS_VIDEO_POOL_SHARED, cz, cc, h, w, lanes,
+                                        t_cap, host, name);
+}
+
+int clapp_loss_video_create_pool(clapp_loss_video **out, const clapp_loss_params *p,
+                                 int64_t pool, int64_t cz, int64_t cc, int64_t h, int64_t w,
+                                 int32_t lanes, int64_t t_cap, const clapp_host *host,
+                                 const char *name)
 {
     clapp_loss_video *L = NULL;
     int rc = CLAPP_OK;
     int64_t rows, shape[3];
     uint64_t s;
+    char why[320], ptext[32];
 
     if (!out || !p)
         return CLAPP_E_INVAL;
@@ -93,6 +152,18 @@ int clapp_loss_video_create(clapp_loss_video **out, const clapp_loss_params *p, 
         VERR(CLAPP_E_SHAPE, "bad sizes cz=%lld cc=%lld h=%lld w=%lld lanes=%d t_cap=%lld",
              (long long)cz, (long long)cc, (long long)h, (long long)w, (int)lanes,
              (long long)t_cap);
+    if (pool < CLAPP_LOSS_VIDEO_POOL_SHARED)
+        VERR(CLAPP_E_INVAL, "pool=%lld must be shared (-1), frame (0) or a window size >= 1",
+             (long long)pool);
+    if (pool == CLAPP_LOSS_VIDEO_POOL_FRAME)
+        snprintf(ptext, sizeof ptext, "frame");
+    else
+        snprintf(ptext, sizeof ptext, "%lld", (long long)pool);
+    if (pool != CLAPP_LOSS_VIDEO_POOL_SHARED) {
+        int64_t dummy;
+        if (clapp_loss_video_pool_check(ptext, p->steps, cz, cc, h, w, &dummy, why, sizeof why) < 0)
+            VERR(CLAPP_E_INVAL, "%s", why);
+    }
 
     L = calloc(1, sizeof *L);
     if (!L)
@@ -101,8 +172,34 @@ int clapp_loss_video_create(clapp_loss_video **out, const clapp_loss_params *p, 
     L->cz = cz;
     L->cc = cc;
     L->hw = h * w;
-    L->dz = L->hw * cz;
-    L->dc = L->hw * cc;
+    L->h = h;
+    L->w = w;
+    L->pool = pool;
+    if (pool == CLAPP_LOSS_VIDEO_POOL_SHARED) {
+        L->npos = L->hw;
+        L->rz = cz;
+        L->rc = cc;
+    } else {
+        L->ph = pool == CLAPP_LOSS_VIDEO_POOL_FRAME ? h : pool;
+        L->pw = pool == CLAPP_LOSS_VIDEO_POOL_FRAME ? w : pool;
+        L->gh = windows(h, L->ph);
+        L->gw = windows(w, L->pw);
+        L->G = L->gh * L->gw;
+        L->npos = 1;
+        L->rz = cz * L->G;
+        L->rc = cc * L->G;
+        L->inv = calloc((size_t)L->G, sizeof *L->inv);
+        if (!L->inv)
+            VERR(CLAPP_E_NOMEM, "out of memory");
+        for (int64_t gy = 0; gy < L->gh; gy++)
+            for (int64_t gx = 0; gx < L->gw; gx++) {
+                int64_t ny = (gy + 1) * L->ph < h ? L->ph : h - gy * L->ph;
+                int64_t nx = (gx + 1) * L->pw < w ? L->pw : w - gx * L->pw;
+                L->inv[gy * L->gw + gx] = (float)(1.0 / (double)(ny * nx));
+            }
+    }
+    L->dz = L->npos * L->rz;
+    L->dc = L->npos * L->rc;
     L->tcap = t_cap;
     L->B = lanes;
     L->K = p->steps;
@@ -110,15 +207,15 @@ int clapp_loss_video_create(clapp_loss_video **out, const clapp_loss_params *p, 
     snprintf(L->name, sizeof L->name, "%s", name ? name : "clapp");
 
     shape[0] = L->K;
-    shape[1] = cz;
-    shape[2] = cc;
+    shape[1] = L->rz;
+    shape[2] = L->rc;
     if (clapp_tensor_alloc_shape(&L->W, 3, shape) < 0 ||
         clapp_tensor_alloc_shape(&L->Wg, 3, shape) < 0)
-        VERR(CLAPP_E_NOMEM, "out of memory for W [%d, %lld, %lld]", (int)L->K, (long long)cz,
-             (long long)cc);
+        VERR(CLAPP_E_NOMEM, "out of memory for W [%d, %lld, %lld]", (int)L->K, (long long)L->rz,
+             (long long)L->rc);
     s = p->seed;
     for (int64_t i = 0, n = clapp_tensor_numel(&L->W); i < n; i++)
-        L->W.data[i] = (float)((2.0 * init_unit(&s) - 1.0) / sqrt((double)cc));
+        L->W.data[i] = (float)((2.0 * init_unit(&s) - 1.0) / sqrt((double)L->rc));
     L->nt[0] = (clapp_named_tensor){"W", &L->W, &L->Wg};
 
     rows = (int64_t)lanes * t_cap;
@@ -151,6 +248,7 @@ void clapp_loss_video_destroy(clapp_loss_video *L)
         return;
     clapp_tensor_free(&L->W);
     clapp_tensor_free(&L->Wg);
+    free(L->inv);
     free(L->len);
     free(L->nctx);
     free(L->zoff);
@@ -196,6 +294,59 @@ static void scatter_add_step(float *restrict x, const float *restrict row, int64
         for (int64_t q = 0; q < hw; q++)
             dst[q] += row[q * C + ch];
     }
+}
+
+/* Pooled form: [C, T, H*W] step t -> row [C*G] of window means (channel-major). */
+static void pool_step(const clapp_loss_video *L, float *restrict row, const float *restrict x,
+                      int64_t C, int64_t T, int64_t t)
+{
+    memset(row, 0, (size_t)(C * L->G) * sizeof(float));
+    for (int64_t ch = 0; ch < C; ch++) {
+        const float *src = x + (ch * T + t) * L->hw;
+        float *acc = row + ch * L->G;
+        for (int64_t y = 0; y < L->h; y++) {
+            float *ay = acc + (y / L->ph) * L->gw;
+            for (int64_t xx = 0; xx < L->w; xx++)
+                ay[xx / L->pw] += src[y * L->w + xx];
+        }
+        for (int64_t g = 0; g < L->G; g++)
+            acc[g] *= L->inv[g];
+    }
+}
+
+/* The adjoint of pool_step: every pixel gets its window's gradient / window size. */
+static void unpool_add_step(const clapp_loss_video *L, float *restrict x, const float *restrict row,
+                            int64_t C, int64_t T, int64_t t)
+{
+    for (int64_t ch = 0; ch < C; ch++) {
+        float *dst = x + (ch * T + t) * L->hw;
+        const float *gr = row + ch * L->G;
+        for (int64_t y = 0; y < L->h; y++) {
+            const int64_t g0 = (y / L->ph) * L->gw;
+            for (int64_t xx = 0; xx < L->w; xx++) {
+                const int64_t g = g0 + xx / L->pw;
+                dst[y * L->w + xx] += gr[g] * L->inv[g];
+            }
+        }
+    }
+}
+
+static void load_row(const clapp_loss_video *L, float *row, const float *x, int64_t C, int64_t T,
+                     int64_t t)
+{
+    if (L->pool == CLAPP_LOSS_VIDEO_POOL_SHARED)
+        gather_step(row, x, C, T, L->hw, t);
+    else
+        pool_step(L, row, x, C, T, t);
+}
+
+static void store_row(const clapp_loss_video *L, float *x, const float *row, int64_t C, int64_t T,
+                      int64_t t)
+{
+    if (L->pool == CLAPP_LOSS_VIDEO_POOL_SHARED)
+        scatter_add_step(x, row, C, T, L->hw, t);
+    else
+        unpool_add_step(L, x, row, C, T, t);
 }
 
 /* Loss of one N x N score matrix; overwrites S with dL_k/dS scaled by `scale`. */
@@ -265,8 +416,8 @@ int clapp_loss_video_compute(clapp_loss_video *L, const clapp_block *z, const cl
     if (z->x.ndim != 5 || c->x.ndim != 5 || !z->x.data || !c->x.data)
         VERR(CLAPP_E_SHAPE, "z and c must be [B, C, T, H, W] blocks with data");
     hw = z->x.shape[3] * z->x.shape[4];
-    if (z->x.shape[1] != L->cz || c->x.shape[1] != L->cc || hw != L->hw ||
-        c->x.shape[3] * c->x.shape[4] != L->hw)
+    if (z->x.shape[1] != L->cz || c->x.shape[1] != L->cc || z->x.shape[3] != L->h ||
+        z->x.shape[4] != L->w || c->x.shape[3] != L->h || c->x.shape[4] != L->w)
         VERR(CLAPP_E_SHAPE, "channels z=%lld c=%lld over %lld positions, created for z=%lld "
              "c=%lld over %lld", (long long)z->x.shape[1], (long long)c->x.shape[1],
              (long long)hw, (long long)L->cz, (long long)L->cc, (long long)L->hw);
@@ -320,13 +471,13 @@ int clapp_loss_video_compute(clapp_loss_video *L, const clapp_block *z, const cl
         const float *zb = z->x.data + (int64_t)b * L->cz * T * hw;
         const float *cb = c->x.data + (int64_t)b * L->cc * T * hw;
         for (int64_t t = 0; L->nctx[b] > 0 && t < L->len[b]; t++)
-            gather_step(L->Zx + (L->zoff[b] + t) * L->dz, zb, L->cz, T, hw, t);
+            load_row(L, L->Zx + (L->zoff[b] + t) * L->dz, zb, L->cz, T, t);
         for (int64_t t = 0; t < L->nctx[b]; t++) {
             float *row = L->Cx + (L->coff[b] + t) * L->dc;
             if (same)
                 memcpy(row, L->Zx + (L->zoff[b] + t) * L->dz, (size_t)L->dc * sizeof(float));
             else
-                gather_step(row, cb, L->cc, T, hw, t);
+                load_row(L, row, cb, L->cc, T, t);
         }
     }
     if (need_z)
@@ -335,10 +486,10 @@ int clapp_loss_video_compute(clapp_loss_video *L, const clapp_block *z, const cl
         memset(L->dCx, 0, (size_t)(N * L->dc) * sizeof(float));
 
     for (int32_t kk = 0; kk < L->K; kk++) {
-        const float *Wk = L->W.data + (int64_t)kk * L->cz * L->cc;
-        float *dWk = L->Wg.data + (int64_t)kk * L->cz * L->cc;
-        const int NP = (int)(N * hw), n = (int)N, dz = (int)L->dz;
-        const int czi = (int)L->cz, cci = (int)L->cc;
+        const float *Wk = L->W.data + kk * L->rz * L->rc;
+        float *dWk = L->Wg.data + kk * L->rz * L->rc;
+        const int NP = (int)(N * L->npos), n = (int)N, dz = (int)L->dz;
+        const int czi = (int)L->rz, cci = (int)L->rc;
 
         /* Pred[(i,q), :] = (W_k c_i[:, q])^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, NP, czi, cci, 1.0f, L->Cx, cci, Wk,
@@ -380,12 +531,12 @@ int clapp_loss_video_compute(clapp_loss_video *L, const clapp_block *z, const cl
     for (int32_t b = 0; b < z->lanes; b++) {
         if (need_z)
             for (int64_t t = 0; L->nctx[b] > 0 && t < L->len[b]; t++)
-                scatter_add_step(gz->data + (int64_t)b * L->cz * T * hw,
-                                 L->dZx + (L->zoff[b] + t) * L->dz, L->cz, T, hw, t);
+                store_row(L, gz->data + (int64_t)b * L->cz * T * hw,
+                          L->dZx + (L->zoff[b] + t) * L->dz, L->cz, T, t);
         if (need_c)
             for (int64_t t = 0; t < L->nctx[b]; t++)
-                scatter_add_step(gc->data + (int64_t)b * L->cc * T * hw,
-                                 L->dCx + (L->coff[b] + t) * L->dc, L->cc, T, hw, t);
+                store_row(L, gc->data + (int64_t)b * L->cc * T * hw,
+                          L->dCx + (L->coff[b] + t) * L->dc, L->cc, T, t);
     }
 
     st->loss = loss / (double)L->K;
