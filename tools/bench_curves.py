@@ -156,7 +156,8 @@ def main():
             for (e2, el), r in sorted(random.items()):
                 if e2 == ev:
                     ax.axhline(100 * r["mean"], ls="--", lw=1, color="gray")
-                    ax.text(0, 100 * r["mean"], " random %s" % el, va="bottom", fontsize=7, color="gray")
+                    ax.text(0.01, 100 * r["mean"], "random %s" % el, va="bottom", fontsize=7, color="gray",
+                            transform=ax.get_yaxis_transform())
             keys = sorted({(c["data"], c["encoder"], c["element"]) for c in curves if c["eval"] == ev})
             for key in keys:
                 cs = sorted((c for c in curves if c["eval"] == ev and (c["data"], c["encoder"], c["element"]) == key),
