@@ -48,7 +48,8 @@ cst_lexicon *cmu_lex_init(void);
 #define AP_FRAME 160           /* samples per 10 ms decoder frame */
 #define AP_MODEL_DIR "/usr/share/pocketsphinx/model/en-us"
 #define AP_MAX_VARIANTS 6      /* pronunciations kept per word */
-#define AP_MAX_PHONE_S 0.8     /* a longer speech phone means a failed alignment */
+#define AP_MAX_VOWEL_S 0.8     /* longer phones mean a failed alignment: */
+#define AP_MAX_CONSONANT_S 0.4 /* vowels may be drawn out, consonants hardly */
 #define AP_SIL "<sil>"
 
 /* Decoder frames to samples. A frame t is the 25.6 ms window starting at
@@ -76,6 +77,11 @@ static int ap_phone_index(const char *p)
         if (strcmp(ap_phones[i], p) == 0)
             return i;
     return -1;
+}
+
+static int ap_is_vowel(int phone)
+{
+    return strchr("aeiou", ap_phones[phone][0]) != NULL;   /* the 15 CMU vowels */
 }
 
 /* "AH0" or "ax0" -> index of "ah"; -1 if not a CMU phone. flite's reduced
@@ -227,9 +233,10 @@ static int ap_word_add_pron(ap_word *w, const char *const *ph, int n)
     return 0;
 }
 
-/* Pronunciations of w->text from the dictionary; with none there, from
- * flite's lexicon (letter-to-sound rules). Returns the variant count. */
-static int ap_lookup(const ap_dict *d, ap_word *w)
+/* Pronunciations of w->text from the dictionary; with none there and
+ * use_lts, from flite's lexicon (letter-to-sound rules). Returns the
+ * variant count. */
+static int ap_lookup(const ap_dict *d, ap_word *w, int use_lts)
 {
     ap_entry key = {w->text, NULL, -1};
     size_t lo = 0, hi = d->n;
@@ -249,7 +256,7 @@ static int ap_lookup(const ap_dict *d, ap_word *w)
             ph[n++] = tok;
         (void)ap_word_add_pron(w, ph, n);   /* an entry with odd phones is skipped */
     }
-    if (w->n_var == 0 && d->lts) {
+    if (w->n_var == 0 && use_lts && d->lts) {
         cst_val *pr = lex_lookup(d->lts, w->text, NULL, NULL);
         const char *ph[64];
         int n = 0;
@@ -370,7 +377,7 @@ static int ap_token(ap_words *ws, const ap_dict *d, char *tok)
 
     memset(&probe, 0, sizeof probe);
     snprintf(probe.text, sizeof probe.text, "%s", low);
-    if (ap_lookup(d, &probe) == 0 || !d->lts) {
+    if (ap_lookup(d, &probe, 0) == 0) {
         /* Not in the dictionary: "A.M."-like and short capitals are spelt. */
         int spelt = ap_is_upper_word(tok);
         char *dot = strchr(low, '.');
@@ -507,6 +514,17 @@ done:
     return rc;
 }
 
+/* Decodes pcm with the search `name`. Returns 0, 1 no hypothesis, -1 error. */
+static int ap_decode(ap_aligner *a, const char *name, const int16_t *pcm, int64_t n)
+{
+    if (ps_set_search(a->ps, name) < 0 || ps_start_utt(a->ps) < 0 ||
+        ps_process_raw(a->ps, pcm, (size_t)n, FALSE, TRUE) < 0 || ps_end_utt(a->ps) < 0) {
+        fprintf(stderr, "align_phones: error: pocketsphinx failed to decode\n");
+        return -1;
+    }
+    return ps_get_hyp(a->ps, NULL) ? 0 : 1;
+}
+
 /* The grammar: boundary state b_i before word i (b_0 start, b_n final) with
  * an optional-silence self-loop; from b_i one chain of phone transitions per
  * variant of word i to b_{i+1}. */
@@ -593,7 +611,7 @@ static int ap_align(ap_aligner *a, const int16_t *pcm, int64_t n, const char *te
     ap_words ws = {0};
     fsg_model_t *fsg = NULL;
     ps_seg_t *it;
-    int *ph = NULL, n_ph = 0, cap = 0, rc = -1;
+    int *ph = NULL, n_ph = 0, cap = 0, rc = -1, drc;
     int64_t prev_end = 0;
 
     memset(r, 0, sizeof *r);
@@ -605,7 +623,7 @@ static int ap_align(ap_aligner *a, const int16_t *pcm, int64_t n, const char *te
         goto done;
     }
     for (int i = 0; i < ws.n; i++)
-        if (ws.w[i].n_var == 0 && ap_lookup(&a->dict, &ws.w[i]) == 0) {
+        if (ws.w[i].n_var == 0 && ap_lookup(&a->dict, &ws.w[i], 1) == 0) {
             snprintf(r->reason, sizeof r->reason, "out-of-vocabulary word '%s'", ws.w[i].text);
             rc = 1;
             goto done;
@@ -616,16 +634,14 @@ static int ap_align(ap_aligner *a, const int16_t *pcm, int64_t n, const char *te
         goto done;
     }
     fsg = ap_grammar(a, &ws);
-    if (!fsg || ps_set_fsg(a->ps, "align", fsg) < 0 || ps_set_search(a->ps, "align") < 0) {
+    if (!fsg || ps_set_fsg(a->ps, "align", fsg) < 0) {
         fprintf(stderr, "align_phones: error: pocketsphinx did not accept the grammar\n");
         goto done;
     }
-    if (ps_start_utt(a->ps) < 0 || ps_process_raw(a->ps, pcm, (size_t)n, FALSE, TRUE) < 0 ||
-        ps_end_utt(a->ps) < 0) {
-        fprintf(stderr, "align_phones: error: pocketsphinx failed to decode\n");
+    drc = ap_decode(a, "align", pcm, n);
+    if (drc < 0)
         goto done;
-    }
-    if (!ps_get_hyp(a->ps, NULL)) {
+    if (drc == 1) {
         snprintf(r->reason, sizeof r->reason, "no hypothesis (the decoder found no path)");
         rc = 1;
         goto done;
@@ -667,7 +683,9 @@ static int ap_align(ap_aligner *a, const int16_t *pcm, int64_t n, const char *te
         goto done;
     }
     for (int i = 0; i < r->n; i++)
-        if (r->seg[i].phone >= 0 && r->seg[i].end - r->seg[i].start > AP_MAX_PHONE_S * AP_RATE) {
+        if (r->seg[i].phone >= 0 &&
+            r->seg[i].end - r->seg[i].start >
+                (ap_is_vowel(r->seg[i].phone) ? AP_MAX_VOWEL_S : AP_MAX_CONSONANT_S) * AP_RATE) {
             snprintf(r->reason, sizeof r->reason, "implausible duration: '%s' lasts %.2f s",
                      ap_phones[r->seg[i].phone],
                      (double)(r->seg[i].end - r->seg[i].start) / AP_RATE);
@@ -1052,26 +1070,55 @@ static int ap_run_list(ap_aligner *a, const char *list)
     return rc;
 }
 
+/* --words: the transcript's words and their pronunciations, for checking
+ * what the aligner will look for. */
+static int ap_show_words(ap_aligner *a, const char *text)
+{
+    ap_words ws = {0};
+    if (ap_words_from_text(&ws, &a->dict, text) < 0) {
+        free(ws.w);
+        return -1;
+    }
+    for (int i = 0; i < ws.n; i++) {
+        if (ws.w[i].n_var == 0)
+            ap_lookup(&a->dict, &ws.w[i], 1);
+        printf("%s", ws.w[i].text);
+        if (ws.w[i].n_var == 0)
+            printf("\t(out of vocabulary)");
+        for (int v = 0; v < ws.w[i].n_var; v++) {
+            printf(v ? " |" : "\t");
+            for (int k = 0; k < ws.w[i].var[v].n; k++)
+                printf(" %s", ap_phones[ws.w[i].var[v].ph[k]]);
+        }
+        printf("\n");
+    }
+    free(ws.w);
+    return 0;
+}
+
 static void ap_usage(void)
 {
     printf("usage: align_phones [options] AUDIO TEXT OUT.phn\n"
            "       align_phones [options] --list JOBS.tsv\n"
            "       align_phones [options] --evaluate CORPUS_DIR [--max N]\n"
+           "       align_phones [options] --words TEXT\n"
            "Forced phone alignment with pocketsphinx's US-English model: writes a TIMIT-style\n"
            ".phn (samples of the input audio, 41-class CMU phones, silence 'pau').\n"
            "  --list FILE      lines AUDIO<TAB>TEXT<TAB>OUT.phn; prints AUDIO<TAB>ok|rejected<TAB>why\n"
            "  --evaluate DIR   align a make_speech_corpus folder's items (text from items.tsv)\n"
            "                   and compare with its exact .phn files: boundary error, frame agreement\n"
+           "  --words TEXT     print the words of TEXT and their pronunciations\n"
            "  --max N          with --evaluate: the first N items only\n"
            "  --no-lts         reject words missing from the CMU dictionary instead of\n"
            "                   pronouncing them with flite's letter-to-sound rules\n"
            "  --silprob P      probability of a pause between words (default 0.1)\n"
+
            "Exit status: 0 aligned, 1 rejected (single file), 2 usage or errors.\n");
 }
 
 int main(int argc, char **argv)
 {
-    const char *list = NULL, *corpus = NULL, *pos[3];
+    const char *list = NULL, *corpus = NULL, *show = NULL, *pos[3];
     int n_pos = 0, max_items = 0, use_lts = 1, rc = 2;
     double silprob = 0.1;
     ap_aligner a;
@@ -1087,6 +1134,8 @@ int main(int argc, char **argv)
             list = argv[++i];
         else if (strcmp(s, "--evaluate") == 0 && has_val)
             corpus = argv[++i];
+        else if (strcmp(s, "--words") == 0 && has_val)
+            show = argv[++i];
         else if (strcmp(s, "--max") == 0 && has_val)
             max_items = atoi(argv[++i]);
         else if (strcmp(s, "--silprob") == 0 && has_val)
@@ -1103,7 +1152,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if ((list != NULL) + (corpus != NULL) + (n_pos > 0) != 1 || (n_pos && n_pos != 3) ||
+    if ((list != NULL) + (corpus != NULL) + (show != NULL) + (n_pos > 0) != 1 || (n_pos && n_pos != 3) ||
         !(silprob > 0 && silprob < 1)) {
         ap_usage();
         return 2;
@@ -1111,7 +1160,9 @@ int main(int argc, char **argv)
     if (ap_aligner_init(&a, use_lts) < 0)
         goto done;
     a.silprob = (float)silprob;
-    if (list)
+    if (show)
+        rc = ap_show_words(&a, show) < 0 ? 2 : 0;
+    else if (list)
         rc = ap_run_list(&a, list) < 0 ? 2 : 0;
     else if (corpus) {
         const char *tmp = getenv("TMPDIR");
