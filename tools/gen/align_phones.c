@@ -49,7 +49,7 @@ cst_lexicon *cmu_lex_init(void);
 #define AP_MODEL_DIR "/usr/share/pocketsphinx/model/en-us"
 #define AP_MAX_VARIANTS 6      /* pronunciations kept per word */
 #define AP_MAX_VOWEL_S 0.8     /* longer phones mean a failed alignment: */
-#define AP_MAX_CONSONANT_S 0.4 /* vowels may be drawn out, consonants hardly */
+#define AP_MAX_CONSONANT_S 0.5 /* vowels may be drawn out, consonants less */
 #define AP_SIL "<sil>"
 
 /* Decoder frames to samples. A frame t is the 25.6 ms window starting at
