@@ -261,7 +261,8 @@ static void test_aligner_on_flite(void **state)
     if (access(GEN, X_OK) != 0)
         fail_msg("%s is not built", GEN);
     tmp = tu_tmpdir("real_speech_flite");
-    if (tu_run("%s --out %s/flite --hours 0.01 --seed 5 -q", GEN, tmp) != 0)
+    if (tu_run("%s --out %s/flite --hours 0.01 --seed 5 --voices slt,rms,kal16 --test-voices awb "
+               "--val-voices none -q", GEN, tmp) != 0)
         fail_msg("make_speech_corpus failed");
     if (tu_run("%s --evaluate %s/flite > %s/eval.txt 2>/dev/null", ALIGNER, tmp, tmp) != 0)
         fail_msg("align_phones --evaluate failed");
