@@ -16,9 +16,12 @@
  *
  * Random draws (own xoshiro256** state, seeded from params.seed), in order
  * per call: the window start w0, then per half either the negatives (N
- * uniform pool indices per context, shared by all k, as GIM reuses its
- * permutations across k) or, in CLAPP mode, the lane pos/neg choices and
- * r(b) per step. Only the z steps these draws reference are gathered.
+ * uniform pool indices per pair and step k by default; neg_draw=shared: per
+ * context, the same for every k) or, in CLAPP mode, the lane pos/neg choices
+ * and r(b) per step. GIM builds its permutations once but takes a different
+ * slice of them for each k, so a context meets different negatives at each
+ * step, as in the vision code: per_step is the reference. Only the z steps
+ * these draws reference are gathered.
  */
 #include "loss.h"
 
@@ -32,6 +35,7 @@ struct clapp_loss {
     clapp_loss_params p;
     int64_t           dz, dc, tcap;
     int32_t           B, K, N;
+    int64_t           nneg;        /* entries of neg[h] drawn by the last call */
     int64_t           weff;        /* window length used for capacities */
     const clapp_host *host;
     char              name[64];
@@ -139,6 +143,11 @@ void clapp_loss_default_params(clapp_loss_params *p)
     p->seed = 1;
 }
 
+int clapp_loss_default_grad_target(clapp_loss_mode mode, int target_in_module)
+{
+    return mode == CLAPP_LOSS_CLAPP_S || mode == CLAPP_LOSS_CLAPP || target_in_module;
+}
+
 #define LOSS_ERR(rc_, ...)                                                  \
     do {                                                                    \
         clapp_host_log(host, CLAPP_LOG_ERROR, name ? name : "clapp",        \
@@ -183,6 +192,8 @@ int clapp_loss_create(clapp_loss **out, const clapp_loss_params *p, int64_t dz, 
         LOSS_ERR(CLAPP_E_INVAL, "negatives=%d must be >= 1", (int)p->negatives);
     if (p->window < 0)
         LOSS_ERR(CLAPP_E_INVAL, "window=%d must be >= 0", (int)p->window);
+    if (p->neg_draw != CLAPP_LOSS_NEG_PER_STEP && p->neg_draw != CLAPP_LOSS_NEG_SHARED)
+        LOSS_ERR(CLAPP_E_INVAL, "unknown neg_draw %d", (int)p->neg_draw);
     if (dz < 1 || dc < 1 || lanes < 1 || t_cap < 1)
         LOSS_ERR(CLAPP_E_SHAPE, "bad sizes dz=%lld dc=%lld lanes=%d t_cap=%lld", (long long)dz,
                  (long long)dc, (int)lanes, (long long)t_cap);
@@ -241,10 +252,11 @@ int clapp_loss_create(clapp_loss **out, const clapp_loss_params *p, int64_t dz, 
             if (!L->lane_pos[h] || !L->lane_r[h])
                 LOSS_ERR(CLAPP_E_NOMEM, "out of memory");
         } else {
-            L->neg[h] = xalloc(sizeof(int32_t) * (size_t)(ns_cap * L->N));
+            /* per step: at most K pairs per context */
+            int64_t nn = ns_cap * L->N * (p->neg_draw == CLAPP_LOSS_NEG_PER_STEP ? L->K : 1);
+            L->neg[h] = xalloc(sizeof(int32_t) * (size_t)nn);
             if (!L->neg[h])
-                LOSS_ERR(CLAPP_E_NOMEM, "out of memory for %lld negative indices",
-                         (long long)(ns_cap * L->N));
+                LOSS_ERR(CLAPP_E_NOMEM, "out of memory for %lld negative indices", (long long)nn);
         }
     }
     L->zrow = xalloc(sizeof(int32_t) * (size_t)pool_cap);
@@ -310,6 +322,24 @@ void clapp_loss_destroy(clapp_loss *L)
     free(L);
 }
 
+int clapp_loss_update_params(clapp_loss *L, const clapp_loss_params *p)
+{
+    const clapp_loss_params *o;
+    if (!L || !p)
+        return CLAPP_E_INVAL;
+    o = &L->p;
+    /* only the three may change; per_step needs K times the shared buffer */
+    if (p->mode != o->mode || p->steps != o->steps || p->negatives != o->negatives ||
+        p->window != o->window || p->retro != o->retro || p->detach_context != o->detach_context ||
+        p->seed != o->seed ||
+        (p->neg_draw == CLAPP_LOSS_NEG_PER_STEP && o->neg_draw != CLAPP_LOSS_NEG_PER_STEP))
+        return CLAPP_E_INVAL;
+    L->p.neg_draw = p->neg_draw;
+    L->p.grad_target = p->grad_target;
+    L->p.neg_exclude_self = p->neg_exclude_self;
+    return CLAPP_OK;
+}
+
 int clapp_loss_tensors(clapp_loss *L, const clapp_named_tensor **list, int32_t *count)
 {
     if (!L || !list || !count)
@@ -334,6 +364,8 @@ int clapp_loss_last_draws(const clapp_loss *L, clapp_loss_draws *d)
     d->pair_off = L->pair_off;
     d->contexts = L->ns;
     d->ctx_off = L->src_off;
+    d->per_step = L->p.neg_draw == CLAPP_LOSS_NEG_PER_STEP;
+    d->n_neg = L->nneg;
     for (int h = 0; h < 2; h++) {
         d->neg[h] = L->neg[h];
         d->lane_pos[h] = L->lane_pos[h];
@@ -407,16 +439,17 @@ static void index_rows(clapp_loss *L, int32_t B, int64_t npool, int halves)
             zr[L->pool_off[b] + t] = 0;
     for (int h = 0; h < halves; h++) {
         if (L->p.mode != CLAPP_LOSS_CLAPP) {
-            for (int64_t i = 0; i < L->ns * L->N; i++)
+            for (int64_t i = 0; i < L->nneg; i++)
                 zr[L->neg[h][i]] = 0;
             continue;
         }
         for (int32_t kk = 0; kk < L->K; kk++)
             for (int32_t b = 0; b < B; b++) {
                 int32_t r = L->lane_r[h][kk * B + b];
-                int64_t lr = L->pool_off[r + 1] - L->pool_off[r];
-                if (L->lane_pos[h][b])
+                int64_t lr;
+                if (L->lane_pos[h][b] || r < 0)
                     continue;
+                lr = L->pool_off[r + 1] - L->pool_off[r];
                 for (int64_t t = L->lo[b]; t < L->hi[b] - (kk + 1); t++)
                     if (t + kk + 1 < lr)
                         zr[L->pool_off[r] + t + kk + 1] = 0;
@@ -441,6 +474,24 @@ typedef struct half_out {
     int64_t pos_terms, pos_act, neg_terms, neg_act;
 } half_out;
 
+/* The other-lane choice r(b) of CLAPP mode: uniform over the active lanes,
+ * or over the active lanes other than b (neg_exclude_self; -1 if none). */
+static int32_t draw_lane(clapp_loss *L, int32_t b, int32_t n_act)
+{
+    int32_t self = -1, j;
+    if (!L->p.neg_exclude_self)
+        return L->act[rng_below(L->rng, n_act)];
+    for (int32_t i = 0; i < n_act; i++)
+        if (L->act[i] == b)
+            self = i;
+    if (self < 0)
+        return L->act[rng_below(L->rng, n_act)];
+    if (n_act < 2)
+        return -1;
+    j = (int32_t)rng_below(L->rng, n_act - 1);
+    return L->act[j >= self ? j + 1 : j];
+}
+
 /* Draw this half's negatives / lane choices. */
 static void draw_half(clapp_loss *L, int h, int32_t B, int32_t n_act, int64_t npool)
 {
@@ -449,12 +500,10 @@ static void draw_half(clapp_loss *L, int h, int32_t B, int32_t n_act, int64_t np
             L->lane_pos[h][b] = (uint8_t)(rng_next(L->rng) >> 63);
         for (int32_t kk = 0; kk < L->K; kk++)
             for (int32_t b = 0; b < B; b++)
-                L->lane_r[h][kk * B + b] = L->act[rng_below(L->rng, n_act)];
+                L->lane_r[h][kk * B + b] = draw_lane(L, b, n_act);
     } else {
-        /* one draw per context and n, shared by all k (GIM reuses its
-         * permutations across k too): fewer distinct rows to gather */
-        int64_t n = L->ns * L->N;
-        for (int64_t i = 0; i < n; i++)
+        /* N per pair (per step) or N per context shared by all k */
+        for (int64_t i = 0; i < L->nneg; i++)
             L->neg[h][i] = (int32_t)rng_below(L->rng, npool);
     }
 }
@@ -470,10 +519,11 @@ static void half_terms(clapp_loss *L, int h, int32_t B, int64_t K_eff, int grad_
     const int64_t dz = L->dz, KD = (int64_t)L->K * dz;
     const int32_t N = L->N;
     const clapp_loss_mode mode = L->p.mode;
+    const int per_step = L->p.neg_draw == CLAPP_LOSS_NEG_PER_STEP;
 
     for (int32_t kk = 0; kk < L->K; kk++) {
         const int32_t k = kk + 1;
-        int64_t Pk = L->pair_off[kk + 1] - L->pair_off[kk];
+        int64_t Pk = L->pair_off[kk + 1] - L->pair_off[kk], pair = L->pair_off[kk];
         double wpos, wneg;
         if (Pk == 0)
             continue;
@@ -487,7 +537,7 @@ static void half_terms(clapp_loss *L, int h, int32_t B, int64_t K_eff, int grad_
                     npos += cnt;
                 } else {
                     int32_t r = L->lane_r[h][kk * B + b];
-                    int64_t lr = L->pool_off[r + 1] - L->pool_off[r];
+                    int64_t lr = r < 0 ? 0 : L->pool_off[r + 1] - L->pool_off[r];
                     for (int64_t t = L->lo[b]; t < L->hi[b] - k; t++)
                         nneg += t + k < lr;
                 }
@@ -500,11 +550,12 @@ static void half_terms(clapp_loss *L, int h, int32_t B, int64_t K_eff, int grad_
         }
 
         for (int32_t b = 0; b < B; b++) {
-            for (int64_t t = L->lo[b]; t < L->hi[b] - k; t++) {
+            for (int64_t t = L->lo[b]; t < L->hi[b] - k; t++, pair++) {
                 int64_t s = L->src_off[b] + (t - L->lo[b]);
                 const float *pv = L->PT + s * KD + (int64_t)kk * dz;
                 float *dpv = L->dPT + s * KD + (int64_t)kk * dz;
                 int64_t tgt = L->pool_off[b] + t + k;
+                const int32_t *ng = L->neg[h] ? L->neg[h] + (per_step ? pair : s) * N : NULL;
 
                 if (mode == CLAPP_LOSS_CLAPP) {
                     int64_t q;
@@ -520,7 +571,7 @@ static void half_terms(clapp_loss *L, int h, int32_t B, int64_t K_eff, int grad_
                         g = -wpos;
                     } else {
                         int32_t r = L->lane_r[h][kk * B + b];
-                        if (t + k >= L->pool_off[r + 1] - L->pool_off[r])
+                        if (r < 0 || t + k >= L->pool_off[r + 1] - L->pool_off[r])
                             continue;
                         q = L->pool_off[r] + t + k;
                         u = dotf(pv, ZROW(q), dz);
@@ -535,7 +586,6 @@ static void half_terms(clapp_loss *L, int h, int32_t B, int64_t K_eff, int grad_
                     if (grad_dest)
                         axpyf(DZROW(q), (float)g, pv, dz);
                 } else if (mode == CLAPP_LOSS_INFONCE) {
-                    const int32_t *ng = L->neg[h] + s * N;
                     double *un = L->ubuf;
                     double up = dotf(pv, ZROW(tgt), dz), m = up, se, lse, g;
                     for (int32_t n = 0; n < N; n++) {
@@ -560,7 +610,6 @@ static void half_terms(clapp_loss *L, int h, int32_t B, int64_t K_eff, int grad_
                             axpyf(DZROW(ng[n]), (float)gn, pv, dz);
                     }
                 } else {
-                    const int32_t *ng = L->neg[h] + s * N;
                     double u = dotf(pv, ZROW(tgt), dz);
                     o->pos_terms++;
                     if (u < 1.0) {
@@ -679,6 +728,8 @@ int clapp_loss_compute(clapp_loss *L, const clapp_block *z, const clapp_block *c
     }
 
     L->ns = ns;
+    L->nneg = L->p.mode == CLAPP_LOSS_CLAPP ? 0
+              : (L->p.neg_draw == CLAPP_LOSS_NEG_PER_STEP ? L->pair_off[L->K] : ns) * L->N;
     halves = L->p.retro ? 2 : 1;
     for (int h = 0; h < halves; h++)
         if (K_eff > 0)

@@ -18,10 +18,22 @@
 typedef enum clapp_loss_mode {
     CLAPP_LOSS_CLAPP_S = 0,   /* hinge, positive and N negative terms every step (synchronous) */
     CLAPP_LOSS_CLAPP = 1,     /* hinge, each lane positive or negative per forward (p = 0.5, shared over k),
-                                 1 negative: lane r(b) (uniform, may equal b) at the target time */
+                                 1 negative: lane r(b) (uniform; may equal b unless
+                                 neg_exclude_self) at the target time, drawn per k */
     CLAPP_LOSS_HINGE_CPC = 2, /* hinge with CLAPP-s sampling; meant for one module at the top (end to end) */
     CLAPP_LOSS_INFONCE = 3,   /* CPC/GIM: -log softmax over {u_pos, u_neg_1..N}, target index 0 */
 } clapp_loss_mode;
+
+/* How the N negatives of a context are drawn (CLAPP-s, hinge-CPC, InfoNCE). */
+typedef enum clapp_loss_neg_draw {
+    CLAPP_LOSS_NEG_PER_STEP = 0, /* fresh N per (context, k): the reference codes (GIM, vision) */
+    CLAPP_LOSS_NEG_SHARED = 1,   /* one N per context for all k (loss version 1's only form) */
+} clapp_loss_neg_draw;
+
+/* Behaviour version of the loss element, recorded in checkpoints. 1: negatives
+ * shared over k, grad_target true in every mode; 2: the reference defaults
+ * (per-step negatives, grad_target per mode). */
+#define CLAPP_LOSS_VERSION 2
 
 typedef struct clapp_loss_params {
     clapp_loss_mode mode;
@@ -30,11 +42,21 @@ typedef struct clapp_loss_params {
     int32_t  window;          /* positives window W (GIM subsampling), default 128; 0 = all steps */
     int      retro;           /* independent W_retro for the context path (appendix C) */
     int      detach_context;  /* u = z^T W block(c): no gradient to c */
-    int      grad_target;     /* with a separate target stream: also give grad_z (appendix B.2) */
+    int      grad_target;     /* with a separate target stream: also give grad_z (appendix B.2);
+                                 see clapp_loss_default_grad_target for the element's default */
+    clapp_loss_neg_draw neg_draw;   /* default per step */
+    int      neg_exclude_self; /* CLAPP mode: r(b) is never b (default 0: uniform over all lanes) */
     uint64_t seed;
 } clapp_loss_params;
 
 void clapp_loss_default_params(clapp_loss_params *p);
+
+/* The reference's grad_target (the `clapp` element's grad_target=auto): 1
+ * for CLAPP-s and CLAPP (the appendix updates z and c at the GRU level); for
+ * InfoNCE and hinge-CPC 0 when the target is in another module (GIM detaches
+ * the GRU's input) and 1 when it is inside the context's module (CPC end to
+ * end back-propagates through the targets too). */
+int  clapp_loss_default_grad_target(clapp_loss_mode mode, int target_in_module);
 
 /* Per-call results. pos_active / neg_active count terms over both halves;
  * they are 0 for InfoNCE. */
@@ -91,7 +113,10 @@ int  clapp_loss_compute(clapp_loss *loss, const clapp_block *z, const clapp_bloc
  * from ctx_off[b]; contexts = their count.
  * Pool: every valid step (b, t < len_b of z) has the index pool_off[b] + t;
  * negatives are pool indices, drawn uniformly with replacement (they may hit
- * the positive itself).
+ * the positive itself). Per step (neg_draw per_step), every pair has its own
+ * N: pair i of step k (counted from pair_off[kk] in the order above) uses
+ * neg[h][(pair_off[kk] + i) * N + n]; shared, context row r has N for all k:
+ * neg[h][r * N + n]. n_neg is the number of entries of neg[h].
  * Halves: h = 0 is the pred half (or the only one), h = 1 the retro half,
  * which redraws everything independently. */
 typedef struct clapp_loss_draws {
@@ -104,14 +129,22 @@ typedef struct clapp_loss_draws {
     const int64_t *pair_off;      /* [K + 1] */
     int64_t        contexts;
     const int64_t *ctx_off;       /* [lanes] */
-    const int32_t *neg[2];        /* CLAPP-s/hinge-CPC/InfoNCE: [contexts * N]; negative n of every
-                                     pair with context row r (all k share them) is neg[h][r * N + n] */
+    int            per_step;      /* negatives drawn per (pair, k) rather than per context */
+    int64_t        n_neg;         /* entries of neg[h]: pairs * N (per step) or contexts * N */
+    const int32_t *neg[2];        /* CLAPP-s/hinge-CPC/InfoNCE: see Pool above */
     const uint8_t *lane_pos[2];   /* CLAPP: [lanes] 1 = this lane is positive in this call */
     const int32_t *lane_r[2];     /* CLAPP: [K * lanes] r(b) for step kk at lane_r[h][kk * lanes + b],
-                                     uniform over the lanes with len > 0 (may equal b) */
+                                     uniform over the lanes with len > 0 (may equal b; with
+                                     neg_exclude_self over the others, -1 when there is none:
+                                     no negative term for that lane and step) */
 } clapp_loss_draws;
 
 int  clapp_loss_last_draws(const clapp_loss *loss, clapp_loss_draws *d);
+
+/* Change the parameters that need no new buffers: neg_draw from per_step to
+ * shared (not back), grad_target, neg_exclude_self. Checkpoints of loss
+ * version 1 use it to restore the old behaviour. CLAPP_E_INVAL otherwise. */
+int  clapp_loss_update_params(clapp_loss *loss, const clapp_loss_params *p);
 
 /* Parameters: "W" [K, Dz, Dc] (and "W_retro" [K, Dc, Dz]) with gradients. */
 int  clapp_loss_tensors(clapp_loss *loss, const clapp_named_tensor **list, int32_t *count);

@@ -376,8 +376,9 @@ static double ref_half(const clapp_loss_params *p, const clapp_loss_draws *d, in
             wpos = 1.0 / (K_eff * (double)P);
             wneg = wpos / N;
         }
+        int64_t pair = d->pair_off[k - 1];   /* per-step negatives: pairs in (k, b, t) order */
         for (int b = 0; b < B; b++)
-            for (int t = lo[b]; t < hi[b] - k; t++) {
+            for (int t = lo[b]; t < hi[b] - k; t++, pair++) {
                 /* candidates: [0] positive, then negatives */
                 int qb[64], qt[64], nq = 0, first_neg = 1;
                 double u[64];
@@ -400,7 +401,7 @@ static double ref_half(const clapp_loss_params *p, const clapp_loss_draws *d, in
                     qt[0] = t + k;
                     nq = 1;
                     for (int n = 0; n < N; n++) {
-                        int64_t q = d->neg[h][(ctx_off[b] + t - lo[b]) * N + n];
+                        int64_t q = d->neg[h][(d->per_step ? pair : ctx_off[b] + t - lo[b]) * N + n];
                         int qbb = 0;
                         while (q >= pool_off[qbb + 1])
                             qbb++;
@@ -706,7 +707,7 @@ static void test_loss_window(void **state)
                     used[b][t] = 1;
             }
             /* negatives come from every valid step of every lane */
-            for (int64_t i = 0; i < dr.contexts * N; i++) {
+            for (int64_t i = 0; i < dr.n_neg; i++) {
                 int64_t q = dr.neg[0][i];
                 int b = q >= dr.pool_off[1];
                 int t = (int)(q - dr.pool_off[b]);
