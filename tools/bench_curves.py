@@ -54,27 +54,32 @@ def main():
     ap.add_argument("--encoders", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--evals", required=True)
-    ap.add_argument("--random-name", default="random")
+    ap.add_argument("--random-of", default="",
+                    help="ENC:NAME ... the baseline of each encoder: WORK/eval/NAME-s<seed>.<ev>.json "
+                         "(default: random for every encoder)")
     ap.add_argument("--title", default="Phoneme probes")
     a = ap.parse_args()
     seeds, encs, datas, evals = a.seeds.split(), a.encoders.split(), a.data.split(), a.evals.split()
     ev_dir = os.path.join(a.work, "eval")
 
+    base_of = dict(x.split(":", 1) for x in a.random_of.split())
+    for enc in encs:
+        base_of.setdefault(enc, "random")
     curves = []
-    random = {}
-    for ev in evals:
-        per = {}
-        probe_sd = {}
-        for s in seeds:
-            r = load(os.path.join(ev_dir, "%s-s%s.%s.json" % (a.random_name, s, ev)))
-            if not r:
-                continue
-            for name, p in r["probes"].items():
-                per.setdefault(p["element"], []).append(p["accuracy"])
-                probe_sd.setdefault(p["element"], []).append(p["sd"])
-        for el, xs in per.items():
-            m, sd = mean_sd(xs)
-            random[(ev, el)] = {"mean": m, "sd": sd, "seeds": xs, "probe_sd": max(probe_sd[el])}
+    random = {}   # (baseline name, eval, element) -> mean, sd over encoder seeds
+    for name in sorted(set(base_of.values())):
+        for ev in evals:
+            per, probe_sd = {}, {}
+            for s in seeds:
+                r = load(os.path.join(ev_dir, "%s-s%s.%s.json" % (name, s, ev)))
+                if not r:
+                    continue
+                for p in r["probes"].values():
+                    per.setdefault(p["element"], []).append(p["accuracy"])
+                    probe_sd.setdefault(p["element"], []).append(p["sd"])
+            for el, xs in per.items():
+                m, sd = mean_sd(xs)
+                random[(name, ev, el)] = {"mean": m, "sd": sd, "seeds": xs, "probe_sd": max(probe_sd[el])}
     for data in datas:
         for enc in encs:
             points = {}
@@ -95,14 +100,15 @@ def main():
                             pt["hours"].append(snaps[k][1])
             for (ev, el, k), pt in sorted(points.items()):
                 m, sd = mean_sd(pt["acc"])
-                base = random.get((ev, el))
+                base = random.get((base_of[enc], ev, el))
                 curves.append({"data": data, "encoder": enc, "element": el, "eval": ev, "snapshot": k,
                                "minutes": statistics.mean(pt["min"]), "hours": statistics.mean(pt["hours"]),
                                "accuracy": m, "sd": sd, "seeds": pt["acc"], "probe_sd": max(pt["probe_sd"]),
                                "random": base["mean"] if base else None,
                                "gain": (m - base["mean"]) if base else None})
     with open(os.path.join(a.work, "curves.json"), "w") as f:
-        json.dump({"curves": curves, "random": [dict(eval=k[0], element=k[1], **v) for k, v in random.items()],
+        json.dump({"curves": curves,
+                   "random": [dict(name=k[0], eval=k[1], element=k[2], **v) for k, v in random.items()],
                    "minutes": a.minutes, "snapshots": a.snapshots, "seeds": seeds}, f, indent=1)
 
     def cell(c):
@@ -120,12 +126,12 @@ def main():
         print()
         print("| trained on | encoder | probe on | " + " | ".join(evals) + " |")
         print("|---" * (3 + len(evals)) + "|")
-        for ev_el in sorted({(c["element"]) for c in curves} | {k[1] for k in random}):
+        for name, el in sorted({(k[0], k[2]) for k in random}):
             cells = []
             for ev in evals:
-                r = random.get((ev, ev_el))
+                r = random.get((name, ev, el))
                 cells.append("%.1f ± %.1f" % (100 * r["mean"], 100 * r["sd"]) if r else "")
-            print("| — | random init | %s | %s |" % (ev_el, " | ".join(cells)))
+            print("| — | %s (random init) | %s | %s |" % (name, el, " | ".join(cells)))
         for data in datas:
             for enc in encs:
                 for el in sorted({c["element"] for c in curves if c["encoder"] == enc and c["data"] == data}):
@@ -153,10 +159,10 @@ def main():
     for col, ev in enumerate(evals):
         for row, xkey in enumerate(("minutes", "hours")):
             ax = axes[row][col]
-            for (e2, el), r in sorted(random.items()):
+            for (name, e2, el), r in sorted(random.items()):
                 if e2 == ev:
                     ax.axhline(100 * r["mean"], ls="--", lw=1, color="gray")
-                    ax.text(0.01, 100 * r["mean"], "random %s" % el, va="bottom", fontsize=7, color="gray",
+                    ax.text(0.01, 100 * r["mean"], "%s %s" % (name, el), va="bottom", fontsize=7, color="gray",
                             transform=ax.get_yaxis_transform())
             keys = sorted({(c["data"], c["encoder"], c["element"]) for c in curves if c["eval"] == ev})
             for key in keys:

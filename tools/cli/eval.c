@@ -15,7 +15,7 @@
 
 #define EVAL_MAX_SEEDS 64
 #define EVAL_MAX_LRS 16
-#define EVAL_DEFAULT_LRS "1e-3,3e-3,1e-2,3e-2"
+#define EVAL_DEFAULT_LRS "3e-3,1e-2,3e-2,1e-1"
 #define EVAL_DEFAULT_EPOCHS 10
 #define EVAL_NO_CLASSES 65536   /* label range when a probe has no classes= */
 
