@@ -296,6 +296,8 @@ int clapp_checkpoint_save(const clapp_graph *g, const char *path,
     cJSON_AddStringToObject(meta, "optim_step", num);
     snprintf(num, sizeof num, "%llu", (unsigned long long)g->p.seed);
     cJSON_AddStringToObject(meta, "seed", num);
+    snprintf(num, sizeof num, "%d", g->loss_version);
+    cJSON_AddStringToObject(meta, "loss_version", num);
     rng_text = rng_json(g);
     if (!rng_text) {
         rc = CLAPP_E_NOMEM;
@@ -552,6 +554,77 @@ static int check_elements(const ckpt_file *cf, const clapp_graph *g, const char 
     return rc;
 }
 
+/* ---- loss versions ----------------------------------------------------------
+ * Metadata "loss_version" records which defaults the loss elements ran with
+ * (CLAPP_LOSS_VERSION; a checkpoint without it is version 1: negatives shared
+ * over k, grad_target true in every mode). Loading an older version gives its
+ * loss elements the old defaults for every option the pipeline leaves
+ * unset, so an old run resumes as it was; the graph keeps the version and
+ * saves it again. */
+
+static int elem_sets_key(const clapp_pipe_elem *pe, const char *key)
+{
+    for (int k = 0; k < pe->n_kv; k++)
+        if (!strcmp(pe->kv[k].key, key))
+            return 1;
+    return 0;
+}
+
+/* The version of the checkpoint, and whether the graph can take it. */
+static int loss_version_check(const char *text, const clapp_graph *g, int *version,
+                              const char *path, char *err, size_t errlen)
+{
+    char *end = NULL;
+    long v = text ? strtol(text, &end, 10) : 1;
+    if (text && (end == text || *end || v < 1 || v > CLAPP_LOSS_VERSION)) {
+        snprintf(err, errlen, "%s: loss_version '%s' is not one this clapp knows (1..%d); it was "
+                 "written by a newer clapp", path, text, CLAPP_LOSS_VERSION);
+        return CLAPP_E_FORMAT;
+    }
+    *version = (int)v;
+    /* the video form cannot change grad_target after creation */
+    for (int i = 1; v < 2 && i < g->n; i++) {
+        const clapp_node *nd = &g->nodes[i];
+        const clapp_param_value *gt;
+        if (nd->kind != CLAPP_KIND_LOSS || !nd->loss_video || nd->target < 0)
+            continue;
+        gt = clapp_param_find(nd->pe->values, nd->pe->desc->n_params, "grad_target");
+        if (gt && gt->i == 0 && !nd->loss_params.grad_target) {
+            snprintf(err, errlen, "%s: made before loss version 2, when grad_target defaulted to "
+                     "true; set %s.grad_target=true (or false) explicitly to load it", path,
+                     nd->pe->name);
+            return CLAPP_E_INVAL;
+        }
+    }
+    return CLAPP_OK;
+}
+
+/* Version 1 defaults for the options the pipeline leaves unset. */
+static int loss_version_apply(clapp_graph *g, int version, const char *path, char *err,
+                              size_t errlen)
+{
+    g->loss_version = version;
+    for (int i = 1; version < 2 && i < g->n; i++) {
+        clapp_node *nd = &g->nodes[i];
+        clapp_loss_params p = nd->loss_params;
+        const clapp_param_value *gt;
+        if (nd->kind != CLAPP_KIND_LOSS || !nd->loss)
+            continue;
+        gt = clapp_param_find(nd->pe->values, nd->pe->desc->n_params, "grad_target");
+        if (!elem_sets_key(nd->pe, "neg_draw"))
+            p.neg_draw = CLAPP_LOSS_NEG_SHARED;
+        if (gt && gt->i == 0)   /* auto */
+            p.grad_target = 1;
+        if (clapp_loss_update_params(nd->loss, &p) < 0) {
+            snprintf(err, errlen, "%s: cannot give loss element '%s' the defaults of loss "
+                     "version %d", path, nd->pe->name, version);
+            return CLAPP_E_INVAL;
+        }
+        nd->loss_params = p;
+    }
+    return CLAPP_OK;
+}
+
 int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoint_options *opt,
                           char *err, size_t errlen)
 {
@@ -562,7 +635,7 @@ int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoi
     char *rng_have = NULL;
     float **staged = NULL;
     const char *fmt, *rng_text;
-    int rc, strict = !opt || opt->strict;
+    int rc, strict = !opt || opt->strict, loss_version = CLAPP_LOSS_VERSION;
 
     rc = ckpt_open(&cf, path, err, errlen);
     if (rc < 0)
@@ -575,6 +648,9 @@ int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoi
         goto done;
     }
     if ((rc = check_elements(&cf, g, path, err, errlen)) < 0)
+        goto done;
+    if ((rc = loss_version_check(meta_get(&cf, "loss_version"), g, &loss_version, path, err,
+                                 errlen)) < 0)
         goto done;
     if (opt && opt->with_optimizer && meta_get(&cf, "optim") &&
         (rc = check_optim(meta_get(&cf, "optim"), &g->optim.p, path, err, errlen)) < 0)
@@ -634,6 +710,7 @@ int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoi
     for (int i = 1; i < g->n; i++)
         if (rng_have[i])
             clapp_loss_set_rng(g->nodes[i].loss, rng_states[i]);
+    rc = loss_version_apply(g, loss_version, path, err, errlen);
 done:
     free(rng_states);
     free(rng_have);

@@ -78,6 +78,8 @@ enum { LOSS_FORM_AUTO = 0, LOSS_FORM_FLAT = 1, LOSS_FORM_VIDEO = 2 };
 
 static int loss_tensors(clapp_node *nd)
 {
+    if (nd->loss_sup)
+        return clapp_loss_supervised_tensors(nd->loss_sup, &nd->tensors, &nd->n_tensors);
     if (nd->loss_video)
         return clapp_loss_video_tensors(nd->loss_video, &nd->tensors, &nd->n_tensors);
     return clapp_loss_tensors(nd->loss, &nd->tensors, &nd->n_tensors);
@@ -86,6 +88,8 @@ static int loss_tensors(clapp_node *nd)
 static int loss_compute(clapp_node *nd, const clapp_block *z, const clapp_block *c,
                         clapp_tensor *grad_z, clapp_tensor *grad_c)
 {
+    if (nd->loss_sup)   /* no target: z is c, one gradient */
+        return clapp_loss_supervised_compute(nd->loss_sup, c, grad_c ? grad_c : grad_z, &nd->last);
     if (nd->loss_video)
         return clapp_loss_video_compute(nd->loss_video, z, c, grad_z, grad_c, &nd->last);
     return clapp_loss_compute(nd->loss, z, c, grad_z, grad_c, &nd->last);
@@ -94,24 +98,76 @@ static int loss_compute(clapp_node *nd, const clapp_block *z, const clapp_block 
 static void loss_destroy(clapp_node *nd)
 {
     clapp_loss_video_destroy(nd->loss_video);
+    clapp_loss_supervised_destroy(nd->loss_sup);
+    nd->loss_sup = NULL;
     clapp_loss_destroy(nd->loss);
     nd->loss_video = NULL;
     nd->loss = NULL;
 }
 
-static int create_loss(clapp_graph *g, int i, char *err, size_t errlen)
+/* grad_target=auto|true|false (enum indices) */
+enum { GRAD_TARGET_AUTO = 0, GRAD_TARGET_TRUE = 1, GRAD_TARGET_FALSE = 2 };
+
+/* The context= layer of loss element i (-1: none); checked against the
+ * element's other options. The streams are checked once both exist. */
+static int feedback_context(clapp_graph *g, int i, int *ctx, char *err, size_t errlen)
+{
+    const clapp_pipe_elem *pe = g->nodes[i].pe;
+    const clapp_param_value *cv = value_of(pe, "context");
+    const char *context = cv ? cv->s : NULL;
+    const char *target = value_of(pe, "target")->s;
+    int c;
+
+    *ctx = -1;
+    if (!context || !*context)
+        return CLAPP_OK;
+    c = clapp_pipeline_find(g->pd, context);
+    if (c < 1 || !g->pd->elems[c].desc || g->pd->elems[c].desc->kind != CLAPP_KIND_LAYER) {
+        snprintf(err, errlen, "%s '%s': context=%s is not a layer of the pipeline", pe->type,
+                 pe->name, context);
+        return CLAPP_E_INVAL;
+    }
+    if (c == g->nodes[i].producer) {
+        snprintf(err, errlen, "%s '%s': context=%s is this loss's own layer; leave context= out",
+                 pe->type, pe->name, context);
+        return CLAPP_E_INVAL;
+    }
+    if (target && *target) {
+        snprintf(err, errlen, "%s '%s': context=%s and target=%s cannot be combined (a feedback "
+                 "loss predicts its own layer's output)", pe->type, pe->name, context, target);
+        return CLAPP_E_INVAL;
+    }
+    if (value_of(pe, "retro")->i) {
+        snprintf(err, errlen, "%s '%s': retro=true with context=%s: the context is detached, so "
+                 "W_retro would never be used", pe->type, pe->name, context);
+        return CLAPP_E_INVAL;
+    }
+    if (value_of(pe, "grad_target")->i == GRAD_TARGET_FALSE) {
+        snprintf(err, errlen, "%s '%s': grad_target=false with context=%s: a feedback loss "
+                 "trains its own layer (the target), nothing else", pe->type, pe->name, context);
+        return CLAPP_E_INVAL;
+    }
+    *ctx = c;
+    return CLAPP_OK;
+}
+
+/* Create loss element i. A feedback loss whose context layer comes later is
+ * created after every element (late = 1), once that layer's stream is known. */
+static int create_loss(clapp_graph *g, int i, int late, char *err, size_t errlen)
 {
     clapp_node *nd = &g->nodes[i];
     const clapp_pipe_elem *pe = nd->pe;
     const char *target = value_of(pe, "target")->s;
+    const clapp_param_value *ndv = value_of(pe, "neg_draw"), *nsv = value_of(pe, "neg_exclude_self");
     const clapp_stream_info *cs, *zs;
-    int64_t form;
+    int64_t form, gt;
     int rc;
 
     if (nd->producer < 0) {
         snprintf(err, errlen, "%s '%s': a loss element needs a layer before it", pe->type, pe->name);
         return CLAPP_E_INVAL;
     }
+    nd->target = -1;
     clapp_loss_default_params(&nd->loss_params);
     nd->loss_params.mode = (clapp_loss_mode)value_of(pe, "mode")->i;
     nd->loss_params.steps = (int32_t)value_of(pe, "steps")->i;
@@ -119,12 +175,50 @@ static int create_loss(clapp_graph *g, int i, char *err, size_t errlen)
     nd->loss_params.window = (int32_t)value_of(pe, "window")->i;
     nd->loss_params.retro = (int)value_of(pe, "retro")->i;
     nd->loss_params.detach_context = (int)value_of(pe, "detach_context")->i;
-    nd->loss_params.grad_target = (int)value_of(pe, "grad_target")->i;
+    gt = value_of(pe, "grad_target")->i;
+    nd->loss_params.grad_target = gt == GRAD_TARGET_TRUE;
+    if (gt == GRAD_TARGET_AUTO) {
+        int in_module = 0, t = target && *target ? clapp_pipeline_find(g->pd, target) : -1;
+        for (int j = nd->producer; t >= 0 && j >= 0; j = g->nodes[j].prev_in_module)
+            in_module |= j == t;
+        nd->loss_params.grad_target = clapp_loss_default_grad_target(nd->loss_params.mode,
+                                                                     in_module);
+    }
+    nd->loss_params.neg_draw = ndv ? (clapp_loss_neg_draw)ndv->i : CLAPP_LOSS_NEG_PER_STEP;
+    nd->loss_params.neg_exclude_self = nsv ? (int)nsv->i : 0;
     nd->loss_params.seed = element_seed(g->p.seed, pe->name);
 
-    nd->target = -1;
+    /* The context would get a zero gradient without any sign of it. */
+    if (nd->loss_params.detach_context && target && *target) {
+        snprintf(err, errlen, "%s '%s': detach_context=true with target=%s leaves the context "
+                 "element without any gradient; use one of the two options, not both", pe->type,
+                 pe->name, target);
+        return CLAPP_E_INVAL;
+    }
+    rc = feedback_context(g, i, &nd->context, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (nd->context > i && !late)
+        return CLAPP_OK;   /* created after the context layer (clapp_graph_create) */
+
     cs = &g->nodes[nd->producer].out_info;
     zs = cs;
+    if (nd->context >= 0) {
+        /* direct feedback: targets z = the own layer, context c = the other layer, detached */
+        const clapp_node *cn = &g->nodes[nd->context];
+        cs = &cn->out_info;
+        if (cs->shape[0] != zs->shape[0] || cs->shape[2] != zs->shape[2] || cs->rate != zs->rate) {
+            snprintf(err, errlen, "%s '%s': context=%s runs at %g steps/s (%lld lanes, %lld steps "
+                     "per block) but its layer %s at %g (%lld, %lld); a feedback loss needs the "
+                     "same time rate and lanes: place it after a layer at the context's rate",
+                     pe->type, pe->name, cn->pe->name, cs->rate, (long long)cs->shape[0],
+                     (long long)cs->shape[2], g->nodes[nd->producer].pe->name, zs->rate,
+                     (long long)zs->shape[0], (long long)zs->shape[2]);
+            return CLAPP_E_SHAPE;
+        }
+        nd->loss_params.grad_target = 1;
+        nd->loss_params.detach_context = 1;
+    }
     if (target && *target) {
         int t = clapp_pipeline_find(g->pd, target);
         if (t < 0 || t >= i) {
@@ -154,15 +248,60 @@ static int create_loss(clapp_graph *g, int i, char *err, size_t errlen)
                  "size for context and target", pe->type, pe->name);
         return CLAPP_E_SHAPE;
     }
+    /* pool= (video form only): shared W over positions, or pooled windows with a full W */
+    int64_t pool = CLAPP_LOSS_VIDEO_POOL_SHARED;
+    {
+        const clapp_param_value *pv = value_of(pe, "pool");
+        char why[400];
+        int isv = form == LOSS_FORM_VIDEO;
+        rc = clapp_loss_video_pool_check(pv ? pv->s : NULL, nd->loss_params.steps, zs->shape[1],
+                                         cs->shape[1], isv ? cs->shape[3] : 0,
+                                         isv ? cs->shape[4] : 0, &pool, why, sizeof why);
+        if (rc == CLAPP_OK && !isv && pool != CLAPP_LOSS_VIDEO_POOL_SHARED) {
+            snprintf(why, sizeof why, "pool=%s applies to the video form only (this stream is "
+                     "flat: leave pool=shared)", pv->s);
+            rc = CLAPP_E_INVAL;
+        }
+        if (rc < 0) {
+            snprintf(err, errlen, "%s '%s': %s", pe->type, pe->name, why);
+            return rc;
+        }
+    }
     if (form == LOSS_FORM_VIDEO)
-        rc = clapp_loss_video_create(&nd->loss_video, &nd->loss_params, zs->shape[1], cs->shape[1],
-                                     cs->shape[3], cs->shape[4], (int32_t)cs->shape[0],
-                                     cs->shape[2], g->host, pe->name);
+        rc = clapp_loss_video_create_pool(&nd->loss_video, &nd->loss_params, pool,
+                                          zs->shape[1], cs->shape[1], cs->shape[3], cs->shape[4],
+                                          (int32_t)cs->shape[0], cs->shape[2], g->host, pe->name);
     else
         rc = clapp_loss_create(&nd->loss, &nd->loss_params, step_features(zs), step_features(cs),
                                (int32_t)cs->shape[0], cs->shape[2], g->host, pe->name);
     if (rc < 0) {
         snprintf(err, errlen, "%s '%s': cannot create the loss (status %d)", pe->type, pe->name, rc);
+        return rc;
+    }
+    return loss_tensors(nd);
+}
+
+/* The `supervised` loss element: a classifier on its module's output, no target. */
+static int create_supervised(clapp_graph *g, int i, char *err, size_t errlen)
+{
+    clapp_node *nd = &g->nodes[i];
+    const clapp_pipe_elem *pe = nd->pe;
+    clapp_sup_params sp;
+    int rc;
+
+    nd->target = -1;
+    if (nd->producer < 0) {
+        snprintf(err, errlen, "%s '%s': a loss element needs a layer before it", pe->type, pe->name);
+        return CLAPP_E_INVAL;
+    }
+    sp.classes = value_of(pe, "classes")->i;
+    sp.labels = (clapp_sup_labels)value_of(pe, "labels")->i;
+    sp.seed = element_seed(g->p.seed, pe->name);
+    rc = clapp_loss_supervised_create(&nd->loss_sup, &sp, &g->nodes[nd->producer].out_info,
+                                      g->host, pe->name);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s '%s': cannot create the classifier (status %d; see the log "
+                 "above)", pe->type, pe->name, rc);
         return rc;
     }
     return loss_tensors(nd);
@@ -250,6 +389,7 @@ int clapp_graph_create(clapp_graph *g, clapp_pipeline_desc *pd, const clapp_stre
     g->nodes[0].kind = CLAPP_KIND_SOURCE;
     g->nodes[0].producer = -1;
     g->nodes[0].out_info = *source;
+    g->loss_version = CLAPP_LOSS_VERSION;
 
     for (int i = 1; i < pd->n; i++) {
         clapp_node *nd = &g->nodes[i];
@@ -258,6 +398,7 @@ int clapp_graph_create(clapp_graph *g, clapp_pipeline_desc *pd, const clapp_stre
         nd->kind = nd->desc->kind;
         nd->producer = producer;
         nd->prev_in_module = -1;
+        nd->context = -1;
         nd->learn = nd->pe->learn;
         nd->lr = nd->pe->lr;
         switch (nd->kind) {
@@ -267,7 +408,8 @@ int clapp_graph_create(clapp_graph *g, clapp_pipeline_desc *pd, const clapp_stre
             rc = CLAPP_E_INVAL;
             goto fail;
         case CLAPP_KIND_LOSS:
-            rc = create_loss(g, i, err, errlen);
+            rc = !strcmp(nd->desc->id, "supervised") ? create_supervised(g, i, err, errlen)
+                                                      : create_loss(g, i, 0, err, errlen);
             if (rc < 0)
                 goto fail;
             nd->out_info = *cur;
@@ -296,6 +438,15 @@ int clapp_graph_create(clapp_graph *g, clapp_pipeline_desc *pd, const clapp_stre
             break;
         }
         cur = &nd->out_info;
+    }
+    /* Feedback losses whose context layer came after them. */
+    for (int i = 1; i < g->n; i++) {
+        clapp_node *nd = &g->nodes[i];
+        if (nd->kind == CLAPP_KIND_LOSS && nd->context > i) {
+            rc = create_loss(g, i, 1, err, errlen);
+            if (rc < 0)
+                goto fail;
+        }
     }
 
     /* Everything that learns goes to the optimizer, in graph order. */
@@ -372,6 +523,33 @@ static void module_zero_grad(clapp_graph *g, int i)
         clapp_tensor_zero(&g->nodes[i].grad);
 }
 
+/* Direct feedback: the loss on the own layer's output z with the context
+ * layer's output as c; only the own module gets a gradient (grad_c NULL). */
+static int run_feedback_loss(clapp_graph *g, int i, char *err, size_t errlen)
+{
+    clapp_node *nd = &g->nodes[i];
+    clapp_node *zp = &g->nodes[nd->producer];
+    clapp_tensor *grad_z = NULL;
+    int rc;
+    double t0 = now_seconds();
+
+    if (zp->learn) {
+        module_zero_grad(g, nd->producer);
+        grad_z = &zp->grad;
+    }
+    rc = loss_compute(nd, &zp->out, &g->nodes[nd->context].out, grad_z, NULL);
+    nd->seconds += now_seconds() - t0;
+    if (rc < 0) {
+        snprintf(err, errlen, "%s '%s': loss failed (status %d)", nd->pe->type, nd->pe->name, rc);
+        return rc;
+    }
+    if (nd->last.pairs > 0) {
+        nd->loss_sum += nd->last.loss;
+        nd->loss_count++;
+    }
+    return grad_z ? module_backward(g, nd->producer, err, errlen) : CLAPP_OK;
+}
+
 static int run_loss(clapp_graph *g, int i, char *err, size_t errlen)
 {
     clapp_node *nd = &g->nodes[i];
@@ -380,6 +558,9 @@ static int run_loss(clapp_graph *g, int i, char *err, size_t errlen)
     clapp_tensor *grad_c = NULL, *grad_z = NULL;
     int rc;
     double t0 = now_seconds();
+
+    if (nd->context >= 0)
+        return run_feedback_loss(g, i, err, errlen);
 
     /* End to end (CPC): the target may sit inside the context's module;
      * then one backward pass from the context carries both terms. */
@@ -481,6 +662,14 @@ int clapp_graph_process(clapp_graph *g, const clapp_block *blk, char *err, size_
                 return rc;
             }
             cur = &nd->out;
+            /* feedback losses that waited for this layer's output */
+            for (int j = 1; g->p.learn && j < i; j++) {
+                if (g->nodes[j].kind != CLAPP_KIND_LOSS || g->nodes[j].context != i)
+                    continue;
+                rc = run_loss(g, j, err, errlen);
+                if (rc < 0)
+                    return rc;
+            }
             break;
         case CLAPP_KIND_SINK:
             t0 = now_seconds();
@@ -493,7 +682,7 @@ int clapp_graph_process(clapp_graph *g, const clapp_block *blk, char *err, size_
             }
             break;
         case CLAPP_KIND_LOSS:
-            if (g->p.learn) {
+            if (g->p.learn && nd->context <= i) {   /* else: after the context layer */
                 rc = run_loss(g, i, err, errlen);
                 if (rc < 0)
                     return rc;

@@ -13,6 +13,12 @@
  * crosses a loss element (GIM). After the last element, the optimizer steps
  * every learning tensor once. Frozen (learn = 0): loss elements are skipped.
  *
+ * Direct feedback (a loss with context=NAME): the targets are the module's
+ * output z, the context is the output of layer NAME, detached. When NAME comes
+ * later in the chain the loss waits until NAME's forward of the same block,
+ * then runs and back-propagates through its module: every layer keeps the
+ * state of its last forward, which later layers do not touch.
+ *
  * Diagnostics (clapp_graph_params.diag_every = N > 0): on the first block and
  * every N-th, each layer's output gets its dead-channel fraction and
  * participation ratio (core/diag.h), and each learning element the L2 norms
@@ -28,6 +34,7 @@
 #include "clapp/plugin.h"
 #include "diag.h"
 #include "loss.h"
+#include "loss_supervised.h"
 #include "loss_video.h"
 #include "optim.h"
 #include "pipeline.h"
@@ -57,9 +64,13 @@ typedef struct clapp_node {
     void                    *inst;        /* plugin instance (layers, sinks) */
     clapp_loss              *loss;        /* loss elements, flat form */
     clapp_loss_video        *loss_video;  /* loss elements, video form (form=video/auto on 5-D) */
+    clapp_loss_supervised   *loss_sup;    /* the `supervised` element (core/loss_supervised.h) */
     clapp_loss_params        loss_params;
     int                      producer;    /* layer whose output this element sees (-1: the source) */
     int                      target;      /* loss with target=: producer of the target stream */
+    int                      context;     /* loss with context= (direct feedback): the layer whose
+                                             output is the detached context; -1: none. A later
+                                             layer: the loss runs right after its forward */
     int                      prev_in_module; /* layer: previous layer of the same module, or -1 */
     int                      learn;       /* element and its parameters learn */
     double                   lr;
@@ -91,6 +102,8 @@ typedef struct clapp_graph {
     clapp_diag           diag;          /* workspace, when diag_every > 0 */
     int64_t              diag_block;    /* block number of the nodes' diag (0: none yet) */
     double               diag_seconds;  /* time spent on diagnostics in diag_block */
+    int                  loss_version;  /* CLAPP_LOSS_VERSION, or an older one a checkpoint
+                                           asked for (its defaults apply; saved again) */
 } clapp_graph;
 
 /* Build live elements for a resolved pipeline whose first element is the

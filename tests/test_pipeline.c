@@ -444,7 +444,7 @@ static void test_resolve_values(void **state)
     assert_string_equal(val(e, "target")->s, "c1");
     assert_int_equal(val(e, "steps")->i, 4);
     assert_int_equal(val(e, "negatives")->i, 10);
-    assert_int_equal(val(e, "grad_target")->i, 1);
+    assert_string_equal(val(e, "grad_target")->s, "auto");
     assert_string_equal(val(e, "mode")->s, "clapp-s");
     assert_true(e->lr == -1 && e->learn == 1);
 
@@ -601,8 +601,9 @@ static void test_dump_roundtrip(void **state)
         "aug_speed=1\n"
         "! conv1d name=c1 out=512 kernel=3 stride=1 pad=0 activation=relu bias=true "
         "init_scale=0.1 note=\"tab\\there \\\"q\\\" back\\\\ new\\nline ! # '\" lr=3e-05\n"
-        "! clapp name=clapp0 mode=clapp-s steps=12 negatives=10 window=128 retro=false "
-        "detach_context=false target=c1 grad_target=true form=auto learn=false\n"
+        "! clapp name=clapp0 mode=clapp-s steps=12 negatives=10 neg_draw=per_step "
+        "neg_exclude_self=false window=128 retro=false detach_context=false target=c1 "
+        "grad_target=auto context=\"\" form=auto pool=shared learn=false\n"
         "! conv1d name=conv1d1 out=512 kernel=7 stride=1 pad=0 activation=relu bias=true "
         "init_scale=0.30000000000000004 note=\"\"\n"
         "! probe name=probe0 out=\"my file.jsonl\" every=1\n";

@@ -48,7 +48,8 @@ DEFAULTS = {
                "bias": "true"},
     "gru_eprop": {"hidden": "256", "mode": "eprop"},
     "clapp": {"mode": "clapp-s", "steps": "12", "negatives": "10", "window": "128", "retro": "false",
-              "detach_context": "false", "target": "", "grad_target": "true"},
+              "detach_context": "false", "target": "", "grad_target": "auto",
+              "neg_draw": "per_step", "neg_exclude_self": "false", "context": ""},
 }
 
 
@@ -225,17 +226,29 @@ class Twin(torch.nn.Module):
         """x [B, 1, T]. Learning: the sum of the losses and each loss; frozen:
         the output of every layer."""
         outs, cur, module_start, last, losses = {}, x, True, None, []
+        module = []   # layers of the current module
         by_name = {d["name"]: d for d in draws["losses"]} if draws else {}
         for etype, kv in self.elems[1:]:
             name = kv["name"]
             if etype == "clapp":
                 module_start = True
+                in_module, module = kv["target"] in module, []
                 if not learn:
                     continue
+                if kv["context"]:
+                    raise ValueError("tools/torch_twin.py: context= (direct feedback) is not modelled")
+                if draws is not None and kv["neg_draw"] == "per_step" and kv["mode"] != "clapp":
+                    raise ValueError("tools/torch_twin.py: per-step negatives are not in draws.json "
+                                     "(twin_step writes one set per context); use neg_draw=shared")
                 c = outs[last]
                 if kv["target"]:
                     z = outs[kv["target"]]
-                    if not as_bool(kv["grad_target"]):
+                    # grad_target=auto: the CLAPP modes train the target (appendix); InfoNCE and
+                    # hinge-CPC only inside the context's module (CPC end to end), not across (GIM)
+                    gt = kv["grad_target"]
+                    if gt == "auto":
+                        gt = kv["mode"] in ("clapp-s", "clapp") or in_module
+                    if not as_bool(gt):
                         z = z.detach()
                 else:
                     z = c
@@ -244,6 +257,7 @@ class Twin(torch.nn.Module):
             inp = cur.detach() if module_start and learn else cur
             cur = self._layer(etype, name, inp)
             outs[name], last, module_start = cur, name, False
+            module.append(name)
         if not learn:
             return outs
         return sum(l for _, l in losses), losses
