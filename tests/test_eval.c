@@ -121,10 +121,35 @@ static void test_eval_bad_val(void **state)
     free(dir);
 }
 
+/* Clip probes: the time average of each clip is recorded and replayed; every
+ * clip is measured once, the majority rate of a balanced corpus is 1/10. */
+static void test_eval_clips(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir("eval_clips");
+    assert_non_null(dir);
+    assert_int_equal(tu_run("cd %s && %s/make_action_corpus --out c --clips-per-class 3 --test-clips-per-class 2 "
+                            "--seconds 2 --fps 10 --size 32 --seed 1 -q && %s/make_action_corpus --out v "
+                            "--clips-per-class 1 --test-clips-per-class 1 --seconds 2 --fps 10 --size 32 --seed 2 -q "
+                            "&& printf '%%s\n' 'source name=src kind=video width=32 height=32 fps=10 color=gray "
+                            "block=20 lanes=4 mode=window window_align=1 gain=4 offset=-2' '! conv3d name=conv1 out=8 "
+                            "kt=1 kh=3 kw=3 st=1 sh=2 sw=2 pt=0 ph=1 pw=1' '! clapp name=loss1 mode=clapp-s steps=3' "
+                            "> p.pipe", dir, CLAPP_TEST_BINARY_DIR, CLAPP_TEST_BINARY_DIR), 0);
+    assert_int_equal(tu_run("cd %s && %s eval p.pipe --random-init --train c/train.tsv --val v/test.tsv "
+                            "--test c/test.tsv --probe conv1:probe_action --probe-seeds 2 --epochs 5 --json e.json -q "
+                            "> /dev/null && /usr/bin/python3 -c \"import json; p = json.load(open('e.json'))['probes']"
+                            "['probe_conv1']; assert p['test_items'] == 20 and p['train_items'] == 30, p; "
+                            "assert abs(p['majority'] - 0.1) < 1e-9, p; assert len(p['seeds']) == 2, p; "
+                            "assert p['report']['clips'] == 20, p\"", dir, CLAPP_BIN), 0);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_eval_yardstick),
+        cmocka_unit_test(test_eval_clips),
         cmocka_unit_test(test_eval_bad_val),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
