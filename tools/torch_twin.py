@@ -22,11 +22,18 @@ The loss, for one element with context c [B, Dc, T], target z [B, Dz, T]
 (z = c without target=) and W [K, Dz, Dc]: contexts are the steps
 [w0, w0 + W - 1) of every lane (one window start for all lanes), the
 predictions of all K steps are ONE matmul [ns, Dc] x [Dc, K*Dz], positives
-z_{t+k} and the N negatives per context (pool indices shared by all k, as
-clapp and GIM draw them) are gathered by index, negative scores are one bmm
-[ns, K, Dz] x [ns, Dz, N]. Every (context, k) pair has weight
-1 / (K_eff * P_k), negatives 1 / (K_eff * P_k * N): the mean over k of the
-mean over pairs, the clapp loss element's normalisation.
+z_{t+k} and the negatives are gathered by index. neg_draw=per_step (the
+default, as GIM and the vision code draw them): N pool indices per
+(context, k) pair, scores one bmm [ns*K, 1, Dz] x [ns*K, Dz, N];
+neg_draw=shared: N per context for all k, one bmm [ns, K, Dz] x [ns, Dz, N].
+Every (context, k) pair has weight 1 / (K_eff * P_k), negatives
+1 / (K_eff * P_k * N): the mean over k of the mean over pairs, the clapp loss
+element's normalisation, in both layouts.
+
+draws.json (twin_step) gives each loss's negatives in the loss's own layout
+("neg_layout"; dumps without it are shared): per step, pair i of step k
+(lanes in order, contexts t = lo .. hi-k-1) uses neg[0][(pair_off[k-1] + i)
+* N + n]; shared, context row r uses neg[0][r * N + n] for every k.
 """
 import argparse
 import json
@@ -178,8 +185,31 @@ class Twin(torch.nn.Module):
             keff = float((pk > 0).sum())
             wpos = torch.where(valid, 1.0 / (keff * pk.clamp(min=1))[None, :],
                                torch.zeros((), dtype=torch.float64)).to(torch.float32)
-            self.index_cache[key] = (b * T + i, tgt.reshape(-1), wpos)
+            # per-step draws: the pair number (pair_off[k-1] + b * (L - k) + i)
+            # of every (s, k) in the loss's enumeration (invalid pairs: 0)
+            off = torch.cat((torch.zeros(1, dtype=torch.int64),
+                             torch.cumsum(B * (L - k).clamp(min=0), 0)))   # [K + 1]: pair_off
+            pair = torch.where(valid, off[None, :-1] + b[:, None] * (L - k)[None, :] + i[:, None],
+                               torch.zeros((), dtype=torch.int64))
+            self.index_cache[key] = (b * T + i, tgt.reshape(-1), wpos, pair, off)
         return self.index_cache[key]
+
+    @staticmethod
+    def _neg_layout(kv, draws, ns, npairs, N):
+        """The layout of a dump's negatives ("per_step" or "shared"), checked
+        against the element's neg_draw and the number of entries."""
+        neg = draws["neg"][0] if draws["neg"] else []
+        layout = draws.get("neg_layout")
+        if layout is None:   # dumps before neg_layout: one set per context
+            layout = "shared" if len(neg) == ns * N else "unknown"
+        if layout != kv["neg_draw"]:
+            raise ValueError("tools/torch_twin.py: %s: draws.json has %s negatives, the pipeline "
+                             "says neg_draw=%s" % (kv["name"], layout, kv["neg_draw"]))
+        want = (npairs if layout == "per_step" else ns) * N
+        if len(neg) != want or draws.get("n_neg", want) != want:
+            raise ValueError("tools/torch_twin.py: %s: %d %s negatives in draws.json, expected %d"
+                             % (kv["name"], len(neg), layout, want))
+        return layout
 
     def _loss(self, kv, z, c, draws, gen):
         W = self.W[kv["name"]]
@@ -189,33 +219,45 @@ class Twin(torch.nn.Module):
         L = win if 0 < win < T else T
         if L < 2:
             return z.sum() * 0.0
+        ctx, tgt, wpos, pair, off = self._indices(B, T, L, K)
+        ns = ctx.numel()
+        npairs = int(off[-1])
         if draws is not None:
             if any(lo != draws["lo"][0] for lo in draws["lo"]) or \
                any(h - lo != L for lo, h in zip(draws["lo"], draws["hi"])):
                 raise ValueError("tools/torch_twin.py: unequal lane windows are not supported")
+            if draws["pair_off"] != off.tolist():
+                raise ValueError("tools/torch_twin.py: %s: pair_off %s, the twin enumerates %s"
+                                 % (kv["name"], draws["pair_off"], off.tolist()))
+            per_step = self._neg_layout(kv, draws, ns, npairs, N) == "per_step"
             w0 = draws["w0"]
             neg = torch.tensor(draws["neg"][0], dtype=torch.int64)
+            if per_step:   # [ns, K, N] in (context, k) order; invalid pairs read pair 0
+                neg = neg.view(npairs, N)[pair].reshape(-1)
         else:
+            per_step = kv["neg_draw"] == "per_step"
             w0 = int(torch.randint(0, T - L + 1, (1,), generator=gen))
-            neg = torch.randint(0, B * T, (B * (L - 1) * N,), generator=gen)
+            neg = torch.randint(0, B * T, (ns * (K if per_step else 1) * N,), generator=gen)
         if as_bool(kv["detach_context"]):
             c = c.detach()
-        ctx, tgt, wpos = self._indices(B, T, L, K)
-        ns = ctx.numel()
+        nneg = neg.numel()
         # One time-major copy of z and ONE gather of every row the loss reads
         # (contexts too when c is z): a single scatter-add in backward.
         zpool = z.transpose(1, 2).reshape(B * T, dz)
         # (split, not slicing: slice backward would zero-fill the whole parent per slice)
         if c is z:
-            S, zt, zn = zpool[torch.cat((ctx + w0, tgt + w0, neg))].split([ns, ns * K, ns * N])
+            S, zt, zn = zpool[torch.cat((ctx + w0, tgt + w0, neg))].split([ns, ns * K, nneg])
         else:
             S = c[:, :, w0:w0 + L - 1].transpose(1, 2).reshape(ns, dc)
-            zt, zn = zpool[torch.cat((tgt + w0, neg))].split([ns * K, ns * N])
+            zt, zn = zpool[torch.cat((tgt + w0, neg))].split([ns * K, nneg])
         zt = zt.view(ns, K, dz)
-        zn = zn.view(ns, N, dz)
         pred = (S @ W.reshape(K * dz, dc).t()).view(ns, K, dz)       # all K predictions: one matmul
         upos = (pred * zt).sum(-1)                                    # [ns, K]
-        uneg = torch.bmm(pred, zn.transpose(1, 2))                    # [ns, K, N]
+        if per_step:                                                  # N of its own per (s, k)
+            uneg = torch.bmm(pred.reshape(ns * K, 1, dz),
+                             zn.view(ns * K, N, dz).transpose(1, 2)).view(ns, K, N)
+        else:                                                         # N per context, all k
+            uneg = torch.bmm(pred, zn.view(ns, N, dz).transpose(1, 2))   # [ns, K, N]
         if kv["mode"] == "infonce":
             lse = torch.logsumexp(torch.cat((upos[..., None], uneg), -1), -1)
             return ((lse - upos) * wpos).sum()
@@ -237,9 +279,6 @@ class Twin(torch.nn.Module):
                     continue
                 if kv["context"]:
                     raise ValueError("tools/torch_twin.py: context= (direct feedback) is not modelled")
-                if draws is not None and kv["neg_draw"] == "per_step" and kv["mode"] != "clapp":
-                    raise ValueError("tools/torch_twin.py: per-step negatives are not in draws.json "
-                                     "(twin_step writes one set per context); use neg_draw=shared")
                 c = outs[last]
                 if kv["target"]:
                     z = outs[kv["target"]]

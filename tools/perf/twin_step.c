@@ -13,7 +13,10 @@
  * init.safetensors (checkpoint before the step; from --load if given),
  * grads.safetensors ("element.param" gradients of the step), after.safetensors
  * (checkpoint after the Adam step) and draws.json (per loss element: window,
- * lane ranges, pool offsets, negative indices, loss value).
+ * lane ranges, pool and pair offsets, the negative indices in the loss's own
+ * layout, "neg_layout" "per_step" (N per (context, k) pair, the default
+ * neg_draw) or "shared" (N per context for every k), with "n_neg" entries
+ * per half, and the loss value).
  *
  * The step is one clapp_graph_process(learn=1). To see the gradients, which
  * the optimizer zeroes as it steps, the optimizer slots read zero tensors
@@ -191,12 +194,16 @@ static int write_draws(const char *path, const clapp_graph *g)
         json_i64(f, "pair_off", d.pair_off, d.steps + 1);
         fputc(',', f);
         json_i64(f, "ctx_off", d.ctx_off, d.lanes);
-        fputs(",\"neg\":[", f);
+        /* the negatives exactly as the loss used them: per step, entry
+         * (pair_off[k-1] + i) * N + n for pair i of step k; shared,
+         * (context row) * N + n for every k (clapp_loss_draws in loss.h) */
+        fprintf(f, ",\"neg_layout\":\"%s\",\"n_neg\":%lld,\"neg\":[",
+                d.per_step ? "per_step" : "shared", (long long)d.n_neg);
         for (int h = 0; h < 2; h++) {
             if (!d.neg[h])
                 break;
             fputs(h ? "," : "", f);
-            json_i32(f, NULL, d.neg[h], d.contexts * d.negatives);
+            json_i32(f, NULL, d.neg[h], d.n_neg);
         }
         fputs("]}", f);
     }
