@@ -1,4 +1,4 @@
-/* clapp core — the contrastive loss element (ALGORITHMS.md §1, §2, §4.3, §6.3).
+/* clapp core — the contrastive loss element (docs/ALGORITHMS.md §1, §2, §4.3, §6.3).
  *
  * One call works on one block. Both halves (pred, and retro when enabled)
  * have the same shape: u = z^T A_k c with A_k = W_k (pred) or W_retro_k^T

@@ -1,4 +1,4 @@
-/* clapp core — the contrastive loss element `clapp` (ALGORITHMS.md §1, §2, §4.3).
+/* clapp core — the contrastive loss element `clapp` (docs/ALGORITHMS.md §1, §2, §4.3).
  *
  * For a context stream c [B, Dc, T] and a target stream z [B, Dz, T] (the same
  * tensor unless target= names another element), with one prediction matrix

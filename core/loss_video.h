@@ -1,5 +1,5 @@
 /* clapp core — the video form of the contrastive loss element `clapp`
- * (ALGORITHMS.md §5.3, the authors' video code).
+ * (docs/ALGORITHMS.md §5.3, the authors' video code).
  *
  * For a context stream c [B, Cc, T, H, W] and a target stream z
  * [B, Cz, T, H, W] (the same tensor unless target= names another element),

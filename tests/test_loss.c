@@ -2,7 +2,7 @@
  *
  * 1. finite differences of the loss value against the engine's gradients
  *    (z, c, W, W_retro) for every mode, separate and shared streams;
- * 2. the explicit local update of ALGORITHMS §2 (Eq. 6/7/8 form), written as
+ * 2. the explicit local update of docs/ALGORITHMS.md §2.1 (Eq. 6/7/8 form), written as
  *    loops over pairs in double precision from the replayed draws, for a
  *    one-layer module z = relu(V x + b), against the engine's gradient
  *    chained through the layer in the test;
@@ -309,7 +309,7 @@ static void test_loss_finite_differences(void **state)
 typedef struct term {
     int    b, t, k;      /* context lane, time, step (1..K) */
     int    qb, qt;       /* target/negative lane and time */
-    double g;            /* dL/du (= -y H times the §1.4 mean weight) */
+    double g;            /* dL/du (= -y H times the docs/ALGORITHMS.md §1.4 mean weight) */
 } term;
 
 /* Independent reference of one half: enumerates the pairs from the window and

@@ -150,7 +150,7 @@ static int32_t neg_of(const clapp_loss_draws *d, int64_t pair, int64_t s, int n)
 }
 
 /* Loss and its gradients (dz, dc, dW: added) in double from the draws, after
- * ALGORITHMS §1.2-§1.4 written pair by pair. z [B, dz, T], c [B, dc, T],
+ * docs/ALGORITHMS.md §1.2-§1.5 written pair by pair. z [B, dz, T], c [B, dc, T],
  * W [K, dz, dc]. *gates counts the active hinge terms (kink detection). */
 static double ref_loss(clapp_loss_mode mode, const clapp_loss_draws *d, const int32_t *lens, int64_t T,
                        const double *z, int64_t dz, const double *c, int64_t dc, const double *W,

@@ -6,7 +6,7 @@
  * 2. an independent double-precision formulation (loops over context/target
  *    pairs, positions and channels) equals the engine's loss and gradients
  *    within 1e-5 relative;
- * 3. the explicit local update (ALGORITHMS §2, Eq. 6/7/8 form with W_k shared
+ * 3. the explicit local update (docs/ALGORITHMS.md §2.1, Eq. 6/7/8 form with W_k shared
  *    over positions) for a one-layer module z = relu(conv1x1(x) + b) computed
  *    here, against the engine's gradient chained through that layer;
  * 4. empty blocks, lanes too short for a context, refusals;

@@ -15,7 +15,7 @@
  *   g = gh_n + b_hn, n = tanh(gi_n + b_in + r g), h = (1 - z) n + z h_{t-1}.
  * LEARN mode keeps X, h_{t-1}, r, z, n, g of the block.
  *
- * e-prop (ALGORITHMS.md §6.2): in the network where the gates see
+ * e-prop (docs/ALGORITHMS.md §6.2, §6.4): in the network where the gates see
  * block_grad(h_{t-1}), dh_t,i/dθ is non-zero only for parameters of row i and
  * obeys e_t = ψ_t pre_t + z_t,i e_{t-1}, with
  *   ψz = (h_{t-1} - n) z (1 - z), ψn = (1 - z)(1 - n^2), ψr = ψn g r (1 - r)

@@ -1,5 +1,5 @@
 /* probe_action — a clip-level linear classifier that trains itself online
- * (the action probe of the video experiments, ALGORITHMS.md §5.4).
+ * (the action probe of the video experiments, docs/ALGORITHMS.md §5.4).
  *
  * Per lane, the features of one sequence (SEQ_START .. SEQ_END) are averaged
  * over time, each time step flattened to D = C·H·W values ([B, C, T] streams:

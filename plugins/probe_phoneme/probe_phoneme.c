@@ -1,5 +1,5 @@
 /* probe_phoneme — a linear softmax probe of frame labels (phones), trained
- * online on the stream it sees (ALGORITHMS.md §4.5: Linear(D -> classes)
+ * online on the stream it sees (docs/ALGORITHMS.md §4.5: Linear(D -> classes)
  * with bias, Xavier-normal weights, Adam, cross-entropy over frames).
  *
  * A sink: input [B, D, T] at the block rate r. Valid frame t of lane b gets

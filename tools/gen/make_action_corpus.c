@@ -1,6 +1,6 @@
 /* make_action_corpus — a small action-recognition corpus of synthetic camera
  * and object motions, in the UCF-101 layout (the paper's UCF-101 cannot be
- * downloaded here; DATA.md, Video).
+ * downloaded here; docs/DESIGN.md §9).
  *
  *   make_action_corpus --out DIR [--clips-per-class N] [--test-clips-per-class N]
  *                      [--seed S] [--size PX] [--fps N] [--seconds S]
