@@ -78,21 +78,13 @@ static int parse_lrs(const char *text, double *lrs)
     return n ? n : -1;
 }
 
-static uint64_t eval_mix(uint64_t z)
-{
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* Probe seed k of element `name`: a function of --seed, the name and k only. */
 static uint64_t probe_seed(uint64_t seed, const char *name, int k)
 {
     uint64_t h = 0xCBF29CE484222325ull;
     for (const unsigned char *c = (const unsigned char *)name; *c; c++)
         h = (h ^ *c) * 0x100000001B3ull;
-    return eval_mix(eval_mix(seed ^ h) + (uint64_t)k);
+    return cli_mix64(cli_mix64(seed ^ h) + (uint64_t)k);
 }
 
 /* Record what every probe sees on one manifest (stream mode, whole files,
@@ -206,7 +198,7 @@ static int probe_run(const cli_session *s, const cli_options *o, eval_probe *pr,
     }
     for (int e = 0; e < o->epochs; e++)
         if (cli_probe_cache_replay(&pr->cache[SPLIT_TRAIN], desc, inst,
-                                   eval_mix(ci.seed + 0x5851F42D4C957F2Dull * (uint64_t)(e + 1))) < 0) {
+                                   cli_mix64(ci.seed + 0x5851F42D4C957F2Dull * (uint64_t)(e + 1))) < 0) {
             fprintf(stderr, "clapp: error: %s: training failed (see above)\n", pr->name);
             goto out;
         }

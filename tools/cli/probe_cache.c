@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint64_t cache_mix(uint64_t z)
+uint64_t cli_mix64(uint64_t z)
 {
     z += 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -269,7 +269,7 @@ int cli_probe_cache_replay(const cli_probe_cache *c, const clapp_plugin_desc *de
     if (shuffle_seed) {
         uint64_t st = shuffle_seed;
         for (int64_t i = n - 1; i > 0; i--) {
-            int64_t j = (int64_t)((st = cache_mix(st)) % (uint64_t)(i + 1));
+            int64_t j = (int64_t)((st = cli_mix64(st)) % (uint64_t)(i + 1));
             cache_chunk tmp = chunks[i];
             chunks[i] = chunks[j];
             chunks[j] = tmp;

@@ -55,6 +55,9 @@ typedef struct cli_probe_cache {
     int64_t          *lane_id;     /* [lanes] the source's seq_id of that sequence */
 } cli_probe_cache;
 
+/* splitmix64's output function: shuffle orders and probe seeds of eval. */
+uint64_t cli_mix64(uint64_t z);
+
 /* Prepare a cache for sink node `sink` of g; form as above. Returns 0 or CLAPP_E_NOMEM. */
 int  cli_probe_cache_init(cli_probe_cache *c, const clapp_graph *g, int sink, cli_cache_form form);
 /* Record what sink c->sink saw in the block the graph has just processed. */
