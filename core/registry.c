@@ -244,6 +244,11 @@ done:
 
 int clapp_registry_init_default(clapp_registry *r, const clapp_host *host)
 {
+    return clapp_registry_init_search(r, host, NULL);
+}
+
+int clapp_registry_init_search(clapp_registry *r, const clapp_host *host, const char *extra_dir)
+{
     const char *env = getenv("CLAPP_PLUGIN_PATH");
     int rc = clapp_registry_init(r, host);
     if (rc < 0)
@@ -257,6 +262,8 @@ int clapp_registry_init_default(clapp_registry *r, const clapp_host *host)
                 clapp_registry_load_dir(r, dir);
         free(copy);
     }
+    if (extra_dir && *extra_dir)
+        clapp_registry_load_dir(r, extra_dir);
     if (*CLAPP_BUILD_PLUGIN_DIR)
         clapp_registry_load_dir(r, CLAPP_BUILD_PLUGIN_DIR);
     if (*CLAPP_INSTALL_PLUGIN_DIR)

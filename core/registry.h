@@ -35,6 +35,10 @@ typedef struct clapp_registry {
 int  clapp_registry_init(clapp_registry *r, const clapp_host *host);
 /* Add built-ins and every plugin on the search path. */
 int  clapp_registry_init_default(clapp_registry *r, const clapp_host *host);
+/* The same with one more folder searched right after $CLAPP_PLUGIN_PATH
+ * (the host API passes the plugin folder beside libclapp, so that an
+ * installed prefix finds its plugins wherever it was moved). */
+int  clapp_registry_init_search(clapp_registry *r, const clapp_host *host, const char *extra_dir);
 /* Add a descriptor (built-ins, tests). `file` may be NULL; it is copied. */
 int  clapp_registry_add(clapp_registry *r, const clapp_plugin_desc *desc, const char *file);
 /* Load one .so; returns 0, or CLAPP_E_ABI / CLAPP_E_NOTFOUND / CLAPP_E_IO

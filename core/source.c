@@ -902,3 +902,36 @@ void clapp_source_destroy(clapp_source *src)
     clapp_aug_destroy(src->aug);
     free(src);
 }
+
+static const clapp_param_value *src_value(const clapp_param_value *v, int32_t n, const char *key)
+{
+    static const clapp_param_value none = {NULL, 0, 0.0, ""};
+    const clapp_param_value *f = clapp_param_find(v, n, key);
+    return f ? f : &none;
+}
+
+void clapp_source_params_from_values(clapp_source_params *sp, const clapp_param_value *v, int32_t n)
+{
+    clapp_source_default_params(sp);
+    sp->decode.kind = src_value(v, n, "kind")->i ? CLAPP_MEDIA_VIDEO : CLAPP_MEDIA_AUDIO;
+    sp->decode.backend = (clapp_decode_backend)src_value(v, n, "backend")->i;
+    sp->decode.rate = (int)src_value(v, n, "rate")->i;
+    sp->decode.width = (int)src_value(v, n, "width")->i;
+    sp->decode.height = (int)src_value(v, n, "height")->i;
+    sp->decode.fps = src_value(v, n, "fps")->f;
+    sp->decode.channels = src_value(v, n, "color")->i ? 3 : 1;
+    sp->lanes = (int32_t)src_value(v, n, "lanes")->i;
+    sp->block = src_value(v, n, "block")->i;
+    sp->queue = (int32_t)src_value(v, n, "queue")->i;
+    sp->mode = src_value(v, n, "mode")->i ? CLAPP_SOURCE_WINDOW : CLAPP_SOURCE_STREAM;
+    sp->window_align = src_value(v, n, "window_align")->i;
+    sp->label_rate = src_value(v, n, "label_rate")->f;
+    sp->shuffle = (int)src_value(v, n, "shuffle")->i;
+    sp->gain = (float)src_value(v, n, "gain")->f;
+    sp->offset = (float)src_value(v, n, "offset")->f;
+    sp->aug.gain_db = src_value(v, n, "aug_gain_db")->f;
+    sp->aug.snr = src_value(v, n, "aug_snr")->s;   /* parsed by the source at create */
+    sp->aug.noise = (clapp_noise_color)src_value(v, n, "aug_noise")->i;
+    sp->aug.eq_db = src_value(v, n, "aug_eq_db")->f;
+    sp->aug.speed = src_value(v, n, "aug_speed")->f;
+}

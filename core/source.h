@@ -92,6 +92,13 @@ typedef struct clapp_source_params {
 } clapp_source_params;
 
 void clapp_source_default_params(clapp_source_params *p);
+/* The defaults, then the settings of a resolved `source` element (its
+ * values in table order, as the pipeline gives them): decoding, lanes,
+ * block, queue, mode, labels, shuffle, gain/offset and augmentation. The
+ * caller sets seed, epochs and classes. A resolved pipeline has every key
+ * of the source's table; a missing one would read as 0 or "". */
+void clapp_source_params_from_values(clapp_source_params *p, const clapp_param_value *v,
+                                     int32_t n);
 
 typedef struct clapp_source clapp_source;
 

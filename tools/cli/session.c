@@ -190,36 +190,11 @@ int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
     return CLI_OK;
 }
 
-static const clapp_param_value *src_value(const clapp_pipe_elem *pe, const char *key)
-{
-    return clapp_param_find(pe->values, pe->desc->n_params, key);
-}
-
 static void source_params_from(clapp_source_params *sp, const clapp_pipe_elem *pe,
                                const cli_options *o)
 {
-    clapp_source_default_params(sp);
-    sp->decode.kind = src_value(pe, "kind")->i ? CLAPP_MEDIA_VIDEO : CLAPP_MEDIA_AUDIO;
-    sp->decode.backend = (clapp_decode_backend)src_value(pe, "backend")->i;
-    sp->decode.rate = (int)src_value(pe, "rate")->i;
-    sp->decode.width = (int)src_value(pe, "width")->i;
-    sp->decode.height = (int)src_value(pe, "height")->i;
-    sp->decode.fps = src_value(pe, "fps")->f;
-    sp->decode.channels = src_value(pe, "color")->i ? 3 : 1;
-    sp->lanes = (int32_t)src_value(pe, "lanes")->i;
-    sp->block = src_value(pe, "block")->i;
-    sp->queue = (int32_t)src_value(pe, "queue")->i;
-    sp->mode = src_value(pe, "mode")->i ? CLAPP_SOURCE_WINDOW : CLAPP_SOURCE_STREAM;
-    sp->window_align = src_value(pe, "window_align")->i;
-    sp->label_rate = src_value(pe, "label_rate")->f;
-    sp->shuffle = o->shuffle || src_value(pe, "shuffle")->i;
-    sp->gain = (float)src_value(pe, "gain")->f;
-    sp->offset = (float)src_value(pe, "offset")->f;
-    sp->aug.gain_db = src_value(pe, "aug_gain_db")->f;
-    sp->aug.snr = src_value(pe, "aug_snr")->s;   /* parsed by the source at create */
-    sp->aug.noise = (clapp_noise_color)src_value(pe, "aug_noise")->i;
-    sp->aug.eq_db = src_value(pe, "aug_eq_db")->f;
-    sp->aug.speed = src_value(pe, "aug_speed")->f;
+    clapp_source_params_from_values(sp, pe->values, pe->desc->n_params);
+    sp->shuffle = o->shuffle || sp->shuffle;
     sp->seed = o->seed;
     sp->epochs = o->epochs;
 }
