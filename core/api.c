@@ -52,6 +52,7 @@ struct clapp_pipeline {
     int                 started;   /* manifest: the decode thread runs */
     int                 stepped;   /* a block has been processed since open */
     int                 learn_capable;
+    int                 created;   /* create got through: the pipeline is resolved */
     int64_t             skip_blocks;
     int64_t             steps;
     clapp_stream_info   info;      /* the source's stream */
@@ -217,6 +218,7 @@ static int create_common(clapp_pipeline **out, const char *text, const char *pat
         return fail(p, CLAPP_E_FORMAT, "%s:%d:%d: a pipeline starts with 'source'", p->pd.file,
                     p->pd.n ? p->pd.elems[0].line : 1, p->pd.n ? p->pd.elems[0].col : 1);
     p->learn_capable = p->opt.learn != 0;
+    p->created = 1;
     return CLAPP_OK;
 }
 
@@ -243,7 +245,7 @@ static int check_handle(clapp_pipeline *p)
 {
     if (!p)
         return CLAPP_E_INVAL;
-    if (!p->pd.n || !p->pd.elems[0].desc)
+    if (!p->created)
         return fail(p, CLAPP_E_STATE, "the pipeline was not created (see the error of create)");
     return CLAPP_OK;
 }
@@ -276,7 +278,10 @@ int clapp_pipeline_add_element(clapp_pipeline *p, const char *after, const char 
         return at;
     if ((rc = clapp_pipeline_insert(&p->pd, at, type, name, kv, n_kv, p->err, sizeof p->err)) < 0)
         return rc;
-    return clapp_pipeline_resolve(&p->pd, &p->reg, p->err, sizeof p->err);
+    /* the element is in; a pipeline that does not resolve with it cannot run */
+    if ((rc = clapp_pipeline_resolve(&p->pd, &p->reg, p->err, sizeof p->err)) < 0)
+        p->created = 0;
+    return rc;
 }
 
 int clapp_pipeline_text(const clapp_pipeline *p, char **text)

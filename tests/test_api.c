@@ -65,10 +65,12 @@ static void test_errors(void **state)
     clapp_options o = quiet_options();
     clapp_pipeline *p = NULL;
     const char *bad_set[] = {"source0.rate=abc"};
+    char *wdir = tu_tmpdir("api-errors");
     (void)state;
     assert_int_equal(clapp_pipeline_create_from_text(&p, "source ! nosuch_element", NULL, 0, &o),
                      CLAPP_E_NOTFOUND);
     assert_non_null(strstr(clapp_pipeline_error(p), "nosuch_element"));
+    assert_int_equal(clapp_pipeline_open_push(p, 1), CLAPP_E_STATE);   /* a failed create cannot open */
     clapp_pipeline_destroy(p);
     p = NULL;
     assert_int_equal(clapp_pipeline_create_from_text(&p, "source", bad_set, 1, &o), CLAPP_E_INVAL);
@@ -80,6 +82,18 @@ static void test_errors(void **state)
     clapp_pipeline_destroy(p);
     p = NULL;
     assert_int_equal(clapp_pipeline_create_from_text(&p, CONV, NULL, 0, &o), CLAPP_OK);
+    {
+        const char *kv[] = {"out", wdir};
+        const char *name = NULL;
+        int n = 0, kind = -1;
+        assert_int_equal(clapp_pipeline_add_element(p, "nosuch", "features", "w", kv, 1), CLAPP_E_NOTFOUND);
+        assert_int_equal(clapp_pipeline_add_element(p, "conv1d0", "features", "w", kv, 1), CLAPP_OK);
+        assert_int_equal(clapp_pipeline_element_count(p, &n), CLAPP_OK);
+        assert_int_equal(n, 4);
+        assert_int_equal(clapp_pipeline_element(p, 2, &name, NULL, &kind), CLAPP_OK);
+        assert_string_equal(name, "w");
+        assert_int_equal(kind, CLAPP_KIND_SINK);
+    }
     assert_int_equal(clapp_pipeline_step(p), CLAPP_E_STATE);
     assert_non_null(strstr(clapp_pipeline_error(p), "not open"));
     assert_int_equal(clapp_pipeline_open_push(p, 1), CLAPP_OK);
@@ -97,6 +111,8 @@ static void test_errors(void **state)
     assert_non_null(strchr(clapp_version(), '.'));
     clapp_pipeline_destroy(p);
     clapp_pipeline_destroy(NULL);
+    tu_rmtree(wdir);
+    free(wdir);
 }
 
 /* Blocks out of pushed samples: sizes, flags, pts, gain and offset, lockstep. */

@@ -130,7 +130,9 @@ CLAPP_API int clapp_pipeline_create_from_file(clapp_pipeline **p, const char *pa
 
 /* [handle's thread, before open] Insert element TYPE named NAME right after
  * element AFTER, with key/value pairs kv[0..2*n_kv) ("key", "value", ...),
- * and check the pipeline again (attach a probe or a writer). */
+ * and check the pipeline again (attach a probe or a writer). When the
+ * pipeline no longer checks (an unknown TYPE or key, a bad value), the
+ * handle is left for clapp_pipeline_error and destroy only. */
 CLAPP_API int clapp_pipeline_add_element(clapp_pipeline *p, const char *after, const char *type,
                                          const char *name, const char *const *kv, int n_kv);
 
