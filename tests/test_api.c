@@ -181,6 +181,52 @@ static void test_push_blocks(void **state)
     clapp_pipeline_destroy(p);
 }
 
+/* Video frames [C, H, W] pushed at the source's fps land in [B, C, T, H, W]. */
+static void test_push_video(void **state)
+{
+    clapp_options o = quiet_options();
+    clapp_pipeline *p = NULL;
+    const clapp_block *b;
+    clapp_stream_info si;
+    enum { C = 3, H = 2, W = 4, N = 7, T = 5 };
+    float frames[N][C][H][W];
+    (void)state;
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (int h = 0; h < H; h++)
+                for (int w = 0; w < W; w++)
+                    frames[n][c][h][w] = (float)(1000 * n + 100 * c + 10 * h + w);
+    assert_int_equal(clapp_pipeline_create_from_text(
+                         &p, "source kind=video width=4 height=2 color=rgb fps=12.5 block=5 lanes=1", NULL, 0, &o),
+                     CLAPP_OK);
+    assert_int_equal(clapp_pipeline_open_push(p, 0), CLAPP_OK);
+    assert_int_equal(clapp_pipeline_stream(p, "source0", &si), CLAPP_OK);
+    assert_int_equal(si.ndim, 5);
+    assert_int_equal(si.shape[1], C);
+    assert_int_equal(si.shape[2], T);
+    assert_int_equal(si.shape[3], H);
+    assert_int_equal(si.shape[4], W);
+    assert_true(si.rate == 12.5);
+    assert_int_equal(clapp_pipeline_begin(p, 0, "v", 12.5), CLAPP_OK);
+    assert_int_equal(clapp_pipeline_push(p, 0, &frames[0][0][0][0], N), CLAPP_OK);
+    assert_int_equal(clapp_pipeline_end(p, 0), CLAPP_OK);
+    for (int k = 0; k < 2; k++) {
+        int len = k == 0 ? T : N - T;
+        assert_int_equal(clapp_pipeline_step(p), 1);
+        assert_int_equal(clapp_pipeline_output(p, "source0", &b), CLAPP_OK);
+        assert_int_equal(b->lane[0].len, len);
+        for (int c = 0; c < C; c++)
+            for (int t = 0; t < T; t++)
+                for (int h = 0; h < H; h++)
+                    for (int w = 0; w < W; w++) {
+                        float want = t < len ? frames[k * T + t][c][h][w] : 0.0f;
+                        assert_true(b->x.data[((c * T + t) * H + h) * W + w] == want);
+                    }
+    }
+    assert_int_equal(clapp_pipeline_step(p), 0);
+    clapp_pipeline_destroy(p);
+}
+
 /* Push mode gives the manifest path's features on the same samples. */
 static void test_push_equals_manifest(void **state)
 {
@@ -340,6 +386,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_push_blocks),
+        cmocka_unit_test(test_push_video),
         cmocka_unit_test(test_push_equals_manifest),
         cmocka_unit_test(test_learning_checkpoints),
     };

@@ -184,7 +184,10 @@ class _Handle:
             self.p = _P()
 
     def __del__(self):
-        self.close()
+        try:
+            self.close()
+        except Exception:   # interpreter shutdown: the library may be gone already
+            pass
 
     def elements(self):
         n = ctypes.c_int()
