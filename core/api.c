@@ -167,18 +167,11 @@ static char *own_plugin_dir(void)
     return dir;
 }
 
-static int create_common(clapp_pipeline **out, const char *text, const char *path,
-                         const char *const *overrides, int n_overrides, const clapp_options *opt)
+/* Options, host (logging) and the element registry of a new handle. */
+static int init_host_registry(clapp_pipeline *p, const clapp_options *opt)
 {
-    clapp_pipeline *p;
     char *dir;
     int rc;
-
-    if (!out)
-        return CLAPP_E_INVAL;
-    *out = p = calloc(1, sizeof *p);
-    if (!p)
-        return CLAPP_E_NOMEM;
     clapp_options_init(&p->opt);
     if (opt) {
         size_t n = opt->struct_size < sizeof p->opt ? opt->struct_size : sizeof p->opt;
@@ -190,14 +183,30 @@ static int create_common(clapp_pipeline **out, const char *text, const char *pat
     p->host.struct_size = sizeof p->host;
     p->host.user = p;
     p->host.log = api_log;
-    if (clapp_labelset_init_cmu41(&p->labels) < 0)
-        return fail(p, CLAPP_E_NOMEM, "out of memory");
     dir = own_plugin_dir();
     rc = clapp_registry_init_search(&p->reg, &p->host, dir);
     free(dir);
     p->have_reg = 1;
     if (rc < 0)
         return fail(p, rc, "cannot set up the element registry (status %d)", rc);
+    return CLAPP_OK;
+}
+
+static int create_common(clapp_pipeline **out, const char *text, const char *path,
+                         const char *const *overrides, int n_overrides, const clapp_options *opt)
+{
+    clapp_pipeline *p;
+    int rc;
+
+    if (!out)
+        return CLAPP_E_INVAL;
+    *out = p = calloc(1, sizeof *p);
+    if (!p)
+        return CLAPP_E_NOMEM;
+    if ((rc = init_host_registry(p, opt)) < 0)
+        return rc;
+    if (clapp_labelset_init_cmu41(&p->labels) < 0)
+        return fail(p, CLAPP_E_NOMEM, "out of memory");
     if (path)
         rc = clapp_pipeline_parse_file(&p->pd, path, p->err, sizeof p->err);
     else if (text)
@@ -793,6 +802,123 @@ int clapp_pipeline_run_info(const clapp_pipeline *p, clapp_run_info *info)
     info->files_done = p->src ? clapp_source_done_count(p->src) : 0;
     info->files_failed = p->src ? clapp_source_failed_count(p->src) : 0;
     return CLAPP_OK;
+}
+
+int clapp_pipeline_element_stats(const clapp_pipeline *p, const char *name, clapp_element_stats *st)
+{
+    clapp_pipeline *q = (clapp_pipeline *)p;
+    const clapp_node *nd;
+    int rc = check_running(q, "element_stats"), i;
+    if (rc < 0)
+        return rc;
+    if (!st)
+        return fail(q, CLAPP_E_INVAL, "element_stats: NULL output pointer");
+    if ((i = find_element(q, name)) < 0)
+        return i;
+    memset(st, 0, sizeof *st);
+    if (i == 0)
+        return CLAPP_OK;
+    nd = &p->graph.nodes[i];
+    st->seconds = nd->seconds;
+    st->diag_block = p->graph.diag_block;
+    st->has_out = nd->diag.has_out;
+    st->dead = nd->diag.out.dead;
+    st->pr = nd->diag.out.pr;
+    st->has_grad = nd->diag.has_grad;
+    st->grad_norm = nd->diag.grad_norm;
+    st->update_norm = nd->diag.update_norm;
+    st->weight_norm = nd->diag.weight_norm;
+    return CLAPP_OK;
+}
+
+int clapp_checkpoint_metadata(const char *path, const char *key, char **value, char *err,
+                              size_t errlen)
+{
+    char local[16];
+    if (!err || errlen == 0) {
+        err = local;
+        errlen = sizeof local;
+    }
+    err[0] = 0;
+    if (!path || !key || !value) {
+        snprintf(err, errlen, "checkpoint_metadata: path, key and value are needed");
+        return CLAPP_E_INVAL;
+    }
+    *value = clapp_checkpoint_read_meta(path, key, err, errlen);
+    return *value ? CLAPP_OK : CLAPP_E_NOTFOUND;
+}
+
+/* ---- the catalog -------------------------------------------------------------------- */
+
+struct clapp_catalog {
+    clapp_pipeline base;   /* options, host and registry; no pipeline */
+};
+
+int clapp_catalog_create(clapp_catalog **out, const clapp_options *opt)
+{
+    clapp_catalog *c;
+    int rc;
+    if (!out)
+        return CLAPP_E_INVAL;
+    *out = c = calloc(1, sizeof *c);
+    if (!c)
+        return CLAPP_E_NOMEM;
+    rc = init_host_registry(&c->base, opt);
+    return rc;
+}
+
+int clapp_catalog_count(const clapp_catalog *c, int *n)
+{
+    if (!c || !n || !c->base.have_reg)
+        return CLAPP_E_INVAL;
+    *n = c->base.reg.n;
+    return CLAPP_OK;
+}
+
+int clapp_catalog_element(const clapp_catalog *c, int i, const clapp_plugin_desc **desc,
+                          const char **file)
+{
+    clapp_pipeline *b = c ? (clapp_pipeline *)&c->base : NULL;
+    if (!c || !c->base.have_reg)
+        return CLAPP_E_INVAL;
+    if (i < 0 || i >= b->reg.n)
+        return fail(b, CLAPP_E_INVAL, "catalog element %d: there are %d", i, b->reg.n);
+    if (desc)
+        *desc = b->reg.items[i].desc;
+    if (file)
+        *file = b->reg.items[i].file;
+    return CLAPP_OK;
+}
+
+int clapp_catalog_find(clapp_catalog *c, const char *id, int *index)
+{
+    clapp_pipeline *b = c ? &c->base : NULL;
+    size_t used;
+    if (!c || !c->base.have_reg || !index)
+        return CLAPP_E_INVAL;
+    for (int32_t i = 0; id && i < b->reg.n; i++)
+        if (!strcmp(b->reg.items[i].desc->id, id)) {
+            *index = i;
+            return CLAPP_OK;
+        }
+    used = (size_t)snprintf(b->err, sizeof b->err, "unknown element '%s'; valid elements:", id ? id : "(null)");
+    for (int32_t i = 0; i < b->reg.n && used < sizeof b->err; i++)
+        used += (size_t)snprintf(b->err + used, sizeof b->err - used, " %s", b->reg.items[i].desc->id);
+    return CLAPP_E_NOTFOUND;
+}
+
+const char *clapp_catalog_error(const clapp_catalog *c)
+{
+    return c ? c->base.err : "no catalog (NULL handle)";
+}
+
+void clapp_catalog_destroy(clapp_catalog *c)
+{
+    if (!c)
+        return;
+    if (c->base.have_reg)
+        clapp_registry_free(&c->base.reg);
+    free(c);
 }
 
 /* ---- teardown ---------------------------------------------------------------------- */

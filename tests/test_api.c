@@ -313,6 +313,7 @@ static void test_learning_checkpoints(void **state)
     (void)state;
     o.learn = 1;
     o.lr = 1e-3;
+    o.diag_every = 2;
     assert_int_equal(clapp_pipeline_create_from_text(&a, LEARN, NULL, 0, &o), CLAPP_OK);
     assert_int_equal(clapp_pipeline_open_push(a, 0), CLAPP_OK);
     assert_int_equal(clapp_pipeline_loss(a, "enc", &li), CLAPP_E_INVAL);
@@ -326,7 +327,33 @@ static void test_learning_checkpoints(void **state)
     assert_true(isfinite(li.mean) && li.mean > 0);
     assert_int_equal(clapp_pipeline_report(a, "probe", rep, sizeof rep), CLAPP_OK);
     assert_true(rep[0] == '{');
+    {
+        clapp_element_stats es;
+        assert_int_equal(clapp_pipeline_element_stats(a, "enc", &es), CLAPP_OK);
+        print_message("enc: %.4f s, diag of block %lld: dead %.3f pr %.3f, grad %.3g update %.3g weight %.3g\n",
+                      es.seconds, (long long)es.diag_block, es.dead, es.pr, es.grad_norm, es.update_norm,
+                      es.weight_norm);
+        assert_true(es.seconds > 0);
+        assert_int_equal(es.diag_block, 4);   /* the first and every 2nd of 5 blocks */
+        assert_true(es.has_out && es.pr >= 1.0 && es.pr <= 8.0 && es.dead >= 0 && es.dead <= 1);
+        assert_true(es.has_grad && es.grad_norm > 0 && es.update_norm > 0 && es.weight_norm > 0);
+        assert_int_equal(clapp_pipeline_element_stats(a, "loss", &es), CLAPP_OK);
+        assert_false(es.has_out);
+        assert_true(es.has_grad && es.weight_norm > 0);   /* the loss's own W_k */
+    }
     assert_int_equal(clapp_pipeline_save(a, ck), CLAPP_OK);
+    {
+        char *v = NULL, err[512];
+        assert_int_equal(clapp_checkpoint_metadata(ck, "blocks", &v, err, sizeof err), CLAPP_OK);
+        assert_string_equal(v, "5");
+        clapp_free(v);
+        assert_int_equal(clapp_checkpoint_metadata(ck, "seed", &v, NULL, 0), CLAPP_OK);
+        assert_string_equal(v, "1");
+        clapp_free(v);
+        assert_true(clapp_checkpoint_metadata("/nonexistent.safetensors", "blocks", &v, err, sizeof err) < 0);
+        assert_null(v);
+        assert_non_null(strstr(err, "/nonexistent.safetensors"));
+    }
 
     /* learning off: no loss, no update */
     count = li.count;
@@ -381,10 +408,42 @@ static void test_learning_checkpoints(void **state)
     free(ck);
 }
 
+/* The catalog: built-ins and plugins with their parameter tables. */
+static void test_catalog(void **state)
+{
+    clapp_catalog *c = NULL;
+    const clapp_plugin_desc *d = NULL;
+    const char *file = NULL;
+    int n = 0, at = -1, found = 0;
+    clapp_options o = quiet_options();
+    (void)state;
+    assert_int_equal(clapp_catalog_create(&c, &o), CLAPP_OK);
+    assert_int_equal(clapp_catalog_count(c, &n), CLAPP_OK);
+    assert_true(n >= 5);
+    assert_int_equal(clapp_catalog_find(c, "conv1d", &at), CLAPP_OK);
+    assert_int_equal(clapp_catalog_element(c, at, &d, &file), CLAPP_OK);
+    assert_string_equal(d->id, "conv1d");
+    assert_int_equal(d->kind, CLAPP_KIND_LAYER);
+    assert_non_null(file);
+    assert_non_null(strstr(file, "conv1d.so"));
+    for (int32_t i = 0; i < d->n_params; i++)
+        found += !strcmp(d->params[i].name, "kernel") && d->params[i].type == CLAPP_PARAM_INT;
+    assert_int_equal(found, 1);
+    assert_int_equal(clapp_catalog_find(c, "source", &at), CLAPP_OK);
+    assert_int_equal(clapp_catalog_element(c, at, &d, &file), CLAPP_OK);
+    assert_null(file);   /* built in */
+    assert_int_equal(clapp_catalog_find(c, "nosuch", &at), CLAPP_E_NOTFOUND);
+    assert_non_null(strstr(clapp_catalog_error(c), "conv1d"));
+    assert_int_equal(clapp_catalog_element(c, n, &d, NULL), CLAPP_E_INVAL);
+    clapp_catalog_destroy(c);
+    clapp_catalog_destroy(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_catalog),
         cmocka_unit_test(test_push_blocks),
         cmocka_unit_test(test_push_video),
         cmocka_unit_test(test_push_equals_manifest),

@@ -240,6 +240,51 @@ CLAPP_API int clapp_pipeline_loss(const clapp_pipeline *p, const char *name, cla
 /* [handle's thread, after open] Counters. */
 CLAPP_API int clapp_pipeline_run_info(const clapp_pipeline *p, clapp_run_info *info);
 
+/* [handle's thread, after open] What element NAME cost and, with
+ * clapp_options.diag_every > 0, its diagnostics of the last diagnostic
+ * block (the first and every diag_every-th). */
+typedef struct clapp_element_stats {
+    double  seconds;       /* time spent in the element (forward, loss, backward) since open */
+    int64_t diag_block;    /* block number of the diagnostics below; 0: none yet */
+    int     has_out;       /* layers: statistics of the output */
+    double  dead;          /* fraction of output channels zero (constant, without ReLU) at every valid step */
+    double  pr;            /* participation ratio of the channels' covariance, tr(C)^2 / tr(C^2) */
+    int     has_grad;      /* learning elements: L2 norms over all the element's tensors */
+    double  grad_norm;     /* before clipping */
+    double  update_norm;
+    double  weight_norm;
+} clapp_element_stats;
+CLAPP_API int clapp_pipeline_element_stats(const clapp_pipeline *p, const char *name,
+                                           clapp_element_stats *stats);
+
+/* [any thread] Read one __metadata__ value of a checkpoint ("pipeline",
+ * "blocks", "seed", ...) into *value (malloc'd; free with clapp_free).
+ * On failure err (may be NULL) names the file and the cause. */
+CLAPP_API int clapp_checkpoint_metadata(const char *path, const char *key, char **value, char *err,
+                                        size_t errlen);
+
+/* ---- the catalog: every element the library can build ---------------------- */
+
+typedef struct clapp_catalog clapp_catalog;
+
+/* [any thread; the handle then belongs to it] The built-in elements and the
+ * plugins found as clapp_pipeline_create searches them (a plugin that does
+ * not load is logged through opt's log and skipped). opt may be NULL. */
+CLAPP_API int clapp_catalog_create(clapp_catalog **c, const clapp_options *opt);
+/* [handle's thread] Number of elements. */
+CLAPP_API int clapp_catalog_count(const clapp_catalog *c, int *n);
+/* [handle's thread] Element i: its static descriptor (clapp/plugin.h: id,
+ * version, kind, help, parameter table) and the .so it came from (NULL for
+ * built-ins); both valid until the catalog is destroyed. */
+CLAPP_API int clapp_catalog_element(const clapp_catalog *c, int i, const clapp_plugin_desc **desc,
+                                    const char **file);
+/* [handle's thread] Index of element ID; CLAPP_E_NOTFOUND (the message lists the valid ids). */
+CLAPP_API int clapp_catalog_find(clapp_catalog *c, const char *id, int *index);
+/* [handle's thread] The message of the last call that failed, "" if none. */
+CLAPP_API const char *clapp_catalog_error(const clapp_catalog *c);
+/* [handle's thread] Unload the plugins. Safe on NULL. */
+CLAPP_API void clapp_catalog_destroy(clapp_catalog *c);
+
 /* ---- errors and teardown --------------------------------------------------- */
 
 /* [handle's thread] The message of the last call on this handle that

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
+#include "cli_core.h"
 
 static void cli_log(void *user, int level, const char *who, const char *fmt, va_list ap)
 {

@@ -5,6 +5,7 @@
 
 #include "checkpoint.h"
 #include "cli.h"
+#include "cli_core.h"
 #include "graph.h"
 #include "manifest.h"
 #include "source.h"

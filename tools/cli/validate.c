@@ -23,7 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "cli_core.h"
 
 #define V_SAMPLES 24      /* finite-difference samples per tensor */
 #define V_MAX_SETS 64
