@@ -25,7 +25,7 @@ try:
 except ImportError:  # running from the source tree
     _config = None
 
-__all__ = ["Pipeline", "ClappError", "read_checkpoint", "checkpoint_metadata", "version",
+__all__ = ["Pipeline", "ClappError", "read_checkpoint", "checkpoint_metadata", "version", "elements",
            "LOG_ERROR", "LOG_WARNING", "LOG_INFO", "LOG_DEBUG"]
 
 LOG_ERROR, LOG_WARNING, LOG_INFO, LOG_DEBUG = 0, 1, 2, 3
@@ -85,6 +85,19 @@ class _RunInfo(ctypes.Structure):
                 ("files_failed", ctypes.c_int32)]
 
 
+class _ParamDesc(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("type", ctypes.c_int), ("default", ctypes.c_char_p),
+                ("min", ctypes.c_double), ("max", ctypes.c_double), ("choices", ctypes.c_char_p),
+                ("help", ctypes.c_char_p)]
+
+
+class _PluginDesc(ctypes.Structure):
+    """The leading fields of clapp_plugin_desc (clapp/plugin.h) that describe an element."""
+    _fields_ = [("struct_size", ctypes.c_uint32), ("id", ctypes.c_char_p), ("version", ctypes.c_char_p),
+                ("kind", ctypes.c_int), ("help", ctypes.c_char_p), ("params", ctypes.POINTER(_ParamDesc)),
+                ("n_params", ctypes.c_int32)]
+
+
 def _load_library():
     candidates = []
     if os.environ.get("CLAPP_LIBRARY"):
@@ -136,6 +149,12 @@ _sigs = {
     "clapp_pipeline_loss": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.POINTER(_LossInfo)]),
     "clapp_pipeline_run_info": (ctypes.c_int, [_P, ctypes.POINTER(_RunInfo)]),
     "clapp_pipeline_error": (ctypes.c_char_p, [_P]),
+    "clapp_catalog_create": (ctypes.c_int, [ctypes.POINTER(_P), ctypes.POINTER(_Options)]),
+    "clapp_catalog_count": (ctypes.c_int, [_P, ctypes.POINTER(ctypes.c_int)]),
+    "clapp_catalog_element": (ctypes.c_int, [_P, ctypes.c_int, ctypes.POINTER(ctypes.POINTER(_PluginDesc)),
+                                             ctypes.POINTER(ctypes.c_char_p)]),
+    "clapp_catalog_error": (ctypes.c_char_p, [_P]),
+    "clapp_catalog_destroy": (None, [_P]),
     "clapp_pipeline_destroy": (None, [_P]),
 }
 for _name, (_res, _args) in _sigs.items():
@@ -147,6 +166,46 @@ for _name, (_res, _args) in _sigs.items():
 def version():
     """The library's version, "MAJOR.MINOR.PATCH"."""
     return _lib.clapp_version().decode()
+
+
+_KINDS = {_KIND_LAYER: "layer", _KIND_SINK: "sink", _KIND_SOURCE: "source", _KIND_LOSS: "loss"}
+_PARAM_TYPES = {0: "int", 1: "float", 2: "bool", 3: "string", 4: "enum"}
+
+
+def elements():
+    """Every element the library can build (built-ins and the plugins it finds):
+    a list of dicts {id, version, kind, help, file, params: [{name, type,
+    default, min, max, choices, help}]}; file is None for built-ins."""
+    opt = _Options()
+    _lib.clapp_options_init(ctypes.byref(opt))
+    c = _P()
+    try:
+        n = ctypes.c_int()
+        rc = _lib.clapp_catalog_create(ctypes.byref(c), ctypes.byref(opt))
+        if rc == 0:
+            rc = _lib.clapp_catalog_count(c, ctypes.byref(n))
+        if rc < 0:
+            raise ClappError(rc, _lib.clapp_catalog_error(c).decode(errors="replace"))
+        out = []
+        for i in range(n.value):
+            d, f = ctypes.POINTER(_PluginDesc)(), ctypes.c_char_p()
+            rc = _lib.clapp_catalog_element(c, i, ctypes.byref(d), ctypes.byref(f))
+            if rc < 0:
+                raise ClappError(rc, _lib.clapp_catalog_error(c).decode(errors="replace"))
+            d = d.contents
+            dec = lambda b: b.decode() if b is not None else None  # noqa: E731
+            params = []
+            for k in range(d.n_params):
+                p = d.params[k]
+                params.append({"name": dec(p.name), "type": _PARAM_TYPES.get(p.type, "?"),
+                               "default": dec(p.default), "min": p.min, "max": p.max,
+                               "choices": dec(p.choices).split("|") if p.choices else None,
+                               "help": dec(p.help)})
+            out.append({"id": dec(d.id), "version": dec(d.version), "kind": _KINDS.get(d.kind, "?"),
+                        "help": dec(d.help), "file": dec(f.value), "params": params})
+        return out
+    finally:
+        _lib.clapp_catalog_destroy(c)
 
 
 def _b(s):

@@ -4,8 +4,10 @@ extract, training writes a checkpoint that reads back as numpy arrays and
 changes the features, errors name their cause. Run by CTest (test_python)
 with PYTHONPATH at the prefix's package folder and CLAPP_TEST_PREFIX set."""
 import os
+import shutil
 import struct
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -115,3 +117,31 @@ def test_errors(tmp_path):
         clapp.Pipeline(CONV).extract(np.zeros(100, np.float32), 8000)
     with pytest.raises(clapp.ClappError, match="missing.safetensors"):
         clapp.Pipeline(CONV, checkpoint=tmp_path / "missing.safetensors")
+
+
+def test_elements():
+    els = {e["id"]: e for e in clapp.elements()}
+    assert els["source"]["kind"] == "source" and els["source"]["file"] is None
+    conv = els["conv1d"]
+    assert conv["kind"] == "layer" and conv["file"].endswith("conv1d.so")
+    kernel = [p for p in conv["params"] if p["name"] == "kernel"][0]
+    assert kernel["type"] == "int" and kernel["default"] == "10" and kernel["min"] == 1
+    act = [p for p in conv["params"] if p["name"] == "activation"][0]
+    assert act["choices"] == ["relu", "none"]
+
+
+def test_moved_prefix(tmp_path):
+    """The installed prefix works from anywhere: the package finds libclapp
+    through a relative path, libclapp its plugins beside itself."""
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(PREFIX, moved, symlinks=True)
+    pydir = next(moved.glob("lib*/python3*/dist-packages"))
+    code = ("import clapp, numpy as np; "
+            "e = {x['id']: x for x in clapp.elements()}; print(e['conv1d']['file']); "
+            f"print(clapp.Pipeline({CONV!r}).extract(np.ones(5000, np.float32), 16000).shape)")
+    env = dict(os.environ, PYTHONPATH=str(pydir), CLAPP_PLUGIN_PATH="")
+    env.pop("CLAPP_LIBRARY", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,
+                         text=True).stdout.split("\n")
+    assert out[0].startswith(str(moved)), out
+    assert out[1] == "(249, 16)", out
