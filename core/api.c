@@ -167,11 +167,9 @@ static char *own_plugin_dir(void)
     return dir;
 }
 
-/* Options, host (logging) and the element registry of a new handle. */
-static int init_host_registry(clapp_pipeline *p, const clapp_options *opt)
+/* Options and host (logging) of a new handle. */
+static int init_host(clapp_pipeline *p, const clapp_options *opt)
 {
-    char *dir;
-    int rc;
     clapp_options_init(&p->opt);
     if (opt) {
         size_t n = opt->struct_size < sizeof p->opt ? opt->struct_size : sizeof p->opt;
@@ -183,6 +181,16 @@ static int init_host_registry(clapp_pipeline *p, const clapp_options *opt)
     p->host.struct_size = sizeof p->host;
     p->host.user = p;
     p->host.log = api_log;
+    return CLAPP_OK;
+}
+
+/* Options, host and the element registry (built-ins and the search path). */
+static int init_host_registry(clapp_pipeline *p, const clapp_options *opt)
+{
+    char *dir;
+    int rc = init_host(p, opt);
+    if (rc < 0)
+        return rc;
     dir = own_plugin_dir();
     rc = clapp_registry_init_search(&p->reg, &p->host, dir);
     free(dir);
@@ -867,6 +875,73 @@ int clapp_catalog_create(clapp_catalog **out, const clapp_options *opt)
     return rc;
 }
 
+int clapp_catalog_create_file(clapp_catalog **out, const char *path, const clapp_options *opt)
+{
+    clapp_catalog *c;
+    clapp_pipeline *b;
+    char *rel = NULL;
+    int rc;
+    if (!out)
+        return CLAPP_E_INVAL;
+    *out = c = calloc(1, sizeof *c);
+    if (!c)
+        return CLAPP_E_NOMEM;
+    b = &c->base;
+    if ((rc = init_host(b, opt)) < 0)
+        return rc;
+    if ((rc = clapp_registry_init(&b->reg, &b->host)) < 0)
+        return fail(b, rc, "cannot set up the element registry (status %d)", rc);
+    b->have_reg = 1;
+    if (!path)
+        return fail(b, CLAPP_E_INVAL, "no plugin file given");
+    /* dlopen searches the library path for a bare name: make it relative */
+    if (!(rel = malloc(strlen(path) + 3)))
+        return fail(b, CLAPP_E_NOMEM, "out of memory");
+    snprintf(rel, strlen(path) + 3, "%s%s", strchr(path, '/') ? "" : "./", path);
+    rc = clapp_registry_load_file(&b->reg, rel, b->err, sizeof b->err);
+    free(rel);
+    return rc;
+}
+
+int clapp_catalog_values(clapp_catalog *c, int i, const char *const *settings, int n_settings,
+                         const clapp_param_value **values)
+{
+    clapp_pipeline *b = c ? &c->base : NULL;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mf;
+    int rc;
+    if (!c || !c->base.have_reg || !values || n_settings < 0 || (n_settings > 0 && !settings))
+        return b ? fail(b, CLAPP_E_INVAL, "catalog_values: bad arguments") : CLAPP_E_INVAL;
+    *values = NULL;
+    if (i < 0 || i >= b->reg.n)
+        return fail(b, CLAPP_E_INVAL, "catalog element %d: there are %d", i, b->reg.n);
+    if (b->reg.items[i].desc->kind == CLAPP_KIND_SOURCE)
+        return fail(b, CLAPP_E_UNSUPPORTED, "catalog_values: the source's values come with a pipeline");
+    clapp_pipeline_free(&b->pd);
+    /* a pipeline of the element alone gives the host's own resolution */
+    if (!(mf = open_memstream(&text, &len)))
+        return fail(b, CLAPP_E_NOMEM, "out of memory");
+    fprintf(mf, "source ! %s", b->reg.items[i].desc->id);
+    for (int k = 0; k < n_settings; k++)
+        fprintf(mf, " %s", settings[k] ? settings[k] : "");
+    if (fclose(mf) != 0 || !text) {
+        free(text);
+        return fail(b, CLAPP_E_NOMEM, "out of memory");
+    }
+    rc = clapp_pipeline_parse(&b->pd, text, "<parameters>", b->err, sizeof b->err);
+    free(text);
+    if (rc == CLAPP_OK)
+        rc = clapp_pipeline_resolve(&b->pd, &b->reg, b->err, sizeof b->err);
+    if (rc < 0)
+        return rc;
+    if (b->pd.n != 2 || b->pd.elems[1].desc != b->reg.items[i].desc)
+        return fail(b, CLAPP_E_INVAL, "catalog_values: the settings must be KEY=VALUE pairs of %s",
+                    b->reg.items[i].desc->id);
+    *values = b->pd.elems[1].values;
+    return CLAPP_OK;
+}
+
 int clapp_catalog_count(const clapp_catalog *c, int *n)
 {
     if (!c || !n || !c->base.have_reg)
@@ -916,6 +991,7 @@ void clapp_catalog_destroy(clapp_catalog *c)
 {
     if (!c)
         return;
+    clapp_pipeline_free(&c->base.pd);
     if (c->base.have_reg)
         clapp_registry_free(&c->base.reg);
     free(c);

@@ -437,6 +437,38 @@ static void test_catalog(void **state)
     assert_int_equal(clapp_catalog_element(c, n, &d, NULL), CLAPP_E_INVAL);
     clapp_catalog_destroy(c);
     clapp_catalog_destroy(NULL);
+
+    /* one plugin file alone, and parameter values as a pipeline resolves them */
+    c = NULL;
+    assert_true(clapp_catalog_create_file(&c, "/nonexistent/x.so", &o) < 0);
+    assert_non_null(strstr(clapp_catalog_error(c), "/nonexistent/x.so"));
+    clapp_catalog_destroy(c);
+    c = NULL;
+    assert_int_equal(clapp_catalog_create_file(&c, CLAPP_TEST_PLUGIN_DIR "/conv1d.so", &o), CLAPP_OK);
+    assert_int_equal(clapp_catalog_count(c, &n), CLAPP_OK);
+    found = 0;
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(clapp_catalog_element(c, i, &d, &file), CLAPP_OK);
+        if (file) {
+            found++;
+            at = i;
+            assert_string_equal(d->id, "conv1d");
+        }
+    }
+    assert_int_equal(found, 1);   /* the file's element; the rest are built-ins */
+    {
+        const clapp_param_value *v = NULL;
+        const char *set[] = {"kernel=3", "activation=none"};
+        const char *bad[] = {"kernal=3"};
+        assert_int_equal(clapp_catalog_values(c, at, set, 2, &v), CLAPP_OK);
+        assert_int_equal(clapp_param_find(v, d->n_params, "kernel")->i, 3);
+        assert_string_equal(clapp_param_find(v, d->n_params, "activation")->s, "none");
+        assert_int_equal(clapp_param_find(v, d->n_params, "out")->i, 512);   /* the default */
+        assert_true(clapp_catalog_values(c, at, bad, 1, &v) < 0);
+        assert_null(v);
+        assert_non_null(strstr(clapp_catalog_error(c), "kernal"));
+    }
+    clapp_catalog_destroy(c);
 }
 
 int main(void)

@@ -271,6 +271,13 @@ typedef struct clapp_catalog clapp_catalog;
  * plugins found as clapp_pipeline_create searches them (a plugin that does
  * not load is logged through opt's log and skipped). opt may be NULL. */
 CLAPP_API int clapp_catalog_create(clapp_catalog **c, const clapp_options *opt);
+/* [any thread; the handle then belongs to it] The built-in elements and
+ * those of one plugin file, nothing from the search path (what `clapp
+ * validate` checks). On failure (CLAPP_E_IO, CLAPP_E_ABI, CLAPP_E_NOTFOUND)
+ * *c is still set when it could be allocated and clapp_catalog_error names
+ * the file and the cause; destroy it in any case. A path without '/' is
+ * taken in the current folder. */
+CLAPP_API int clapp_catalog_create_file(clapp_catalog **c, const char *path, const clapp_options *opt);
 /* [handle's thread] Number of elements. */
 CLAPP_API int clapp_catalog_count(const clapp_catalog *c, int *n);
 /* [handle's thread] Element i: its static descriptor (clapp/plugin.h: id,
@@ -280,6 +287,14 @@ CLAPP_API int clapp_catalog_element(const clapp_catalog *c, int i, const clapp_p
                                     const char **file);
 /* [handle's thread] Index of element ID; CLAPP_E_NOTFOUND (the message lists the valid ids). */
 CLAPP_API int clapp_catalog_find(clapp_catalog *c, const char *id, int *index);
+/* [handle's thread] The parameter values of element i as a pipeline would
+ * give them to create(): `settings` are "KEY=VALUE" texts in pipeline
+ * syntax, checked against the element's table (CLAPP_E_NOTFOUND or
+ * CLAPP_E_INVAL naming the key), every other key at its default. *values
+ * holds the descriptor's n_params values in table order, valid until the
+ * next call of this function on the catalog or its destruction. */
+CLAPP_API int clapp_catalog_values(clapp_catalog *c, int i, const char *const *settings, int n_settings,
+                                   const clapp_param_value **values);
 /* [handle's thread] The message of the last call that failed, "" if none. */
 CLAPP_API const char *clapp_catalog_error(const clapp_catalog *c);
 /* [handle's thread] Unload the plugins. Safe on NULL. */
