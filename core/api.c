@@ -6,6 +6,9 @@
 #include "clapp/clapp.h"
 
 #include <dlfcn.h>
+#include <libavutil/channel_layout.h>
+#include <libavutil/samplefmt.h>
+#include <libswresample/swresample.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,6 +38,7 @@ typedef struct push_lane {
     int     first;     /* the next block starts the stream */
     float  *buf;       /* [n, step_floats] */
     int64_t n, cap;    /* frames buffered, capacity in frames */
+    SwrContext *swr;   /* audio pushed at another rate: libswresample, as the decoder */
 } push_lane;
 
 struct clapp_pipeline {
@@ -470,11 +474,30 @@ int clapp_pipeline_begin(clapp_pipeline *p, int32_t lane, const char *name, doub
         return fail(p, CLAPP_E_STATE, "begin: lane %d still has a stream ('%s'%s); end it and step "
                     "until its frames are processed", lane, L->name ? L->name : "",
                     L->state == LANE_ENDED ? ", ended, frames left" : ", open");
-    if (!(fabs(rate - p->info.rate) <= 1e-9 * p->info.rate))
-        return fail(p, CLAPP_E_INVAL, "begin: lane %d: frames at %g per second, but %s's stream runs "
-                    "at %g (push mode does not resample; set %s.%s=%g or resample first)", lane, rate,
-                    p->pd.elems[0].name, p->info.rate, p->pd.elems[0].name,
-                    p->info.ndim == 5 ? "fps" : "rate", rate);
+    if (!(fabs(rate - p->info.rate) <= 1e-9 * p->info.rate)) {
+        /* audio: resampled to the stream's rate as the decoder does (libswresample,
+         * default options); video frames are taken at the stream's fps only */
+        AVChannelLayout mono = AV_CHANNEL_LAYOUT_MONO;
+        if (p->info.ndim == 5)
+            return fail(p, CLAPP_E_INVAL, "begin: lane %d: frames at %g per second, but %s's stream runs "
+                        "at %g fps (push mode does not convert frame rates yet; set %s.fps=%g)", lane, rate,
+                        p->pd.elems[0].name, p->info.rate, p->pd.elems[0].name, rate);
+        if (!(rate >= 1 && rate <= 1e7 && rate == floor(rate)))
+            return fail(p, CLAPP_E_INVAL, "begin: lane %d: audio at %g Hz: expected a whole number of "
+                        "samples per second in [1, 10000000]", lane, rate);
+        swr_free(&L->swr);
+        rc = swr_alloc_set_opts2(&L->swr, &mono, AV_SAMPLE_FMT_FLT, (int)p->info.rate, &mono,
+                                 AV_SAMPLE_FMT_FLT, (int)rate, 0, NULL);
+        if (rc >= 0)
+            rc = swr_init(L->swr);
+        if (rc < 0) {
+            swr_free(&L->swr);
+            return fail(p, CLAPP_E_UNSUPPORTED, "begin: lane %d: cannot resample %g Hz to %g Hz "
+                        "(libswresample status %d)", lane, rate, p->info.rate, rc);
+        }
+    } else {
+        swr_free(&L->swr);
+    }
     if (!(copy = strdup(name && *name ? name : "stream")))
         return fail(p, CLAPP_E_NOMEM, "begin: out of memory");
     free(L->name);
@@ -485,6 +508,55 @@ int clapp_pipeline_begin(clapp_pipeline *p, int32_t lane, const char *name, doub
     L->first = 1;
     L->n = 0;
     return CLAPP_OK;
+}
+
+/* Room for `more` frames after the buffered ones. */
+static int lane_reserve(clapp_pipeline *p, int32_t lane, int64_t more)
+{
+    push_lane *L = &p->pl[lane];
+    int64_t cap = L->cap ? L->cap : 1024;
+    float *buf;
+    if (L->n + more <= L->cap)
+        return CLAPP_OK;
+    while (cap < L->n + more)
+        cap *= 2;
+    buf = realloc(L->buf, (size_t)(cap * p->step_floats) * sizeof *buf);
+    if (!buf)
+        return fail(p, CLAPP_E_NOMEM, "push: lane %d: out of memory for %lld frames", lane, (long long)cap);
+    L->buf = buf;
+    L->cap = cap;
+    return CLAPP_OK;
+}
+
+/* Resample n samples (NULL: drain the delay line) into the lane's buffer. */
+static int lane_resample(clapp_pipeline *p, int32_t lane, const float *data, int64_t n)
+{
+    push_lane *L = &p->pl[lane];
+    for (;;) {
+        int in = n > (1 << 20) ? 1 << 20 : (int)n;
+        int want = swr_get_out_samples(L->swr, data ? in : 0), got, rc;
+        const uint8_t *src = (const uint8_t *)data;
+        uint8_t *dst;
+        if (want < 0)
+            return fail(p, CLAPP_E_INTERNAL, "push: lane %d: resampler failed (status %d)", lane, want);
+        if (!data && want <= 0)
+            want = 256;
+        if ((rc = lane_reserve(p, lane, want)) < 0)
+            return rc;
+        dst = (uint8_t *)(L->buf + L->n);
+        got = swr_convert(L->swr, &dst, want, data ? &src : NULL, data ? in : 0);
+        if (got < 0)
+            return fail(p, CLAPP_E_INTERNAL, "push: lane %d: resampler failed (status %d)", lane, got);
+        L->n += got;
+        if (data) {
+            data += in;
+            n -= in;
+            if (n == 0)
+                return CLAPP_OK;
+        } else if (got == 0) {
+            return CLAPP_OK;
+        }
+    }
 }
 
 int clapp_pipeline_push(clapp_pipeline *p, int32_t lane, const float *data, int64_t n)
@@ -499,20 +571,13 @@ int clapp_pipeline_push(clapp_pipeline *p, int32_t lane, const float *data, int6
     if (n < 0 || (n > 0 && !data))
         return fail(p, CLAPP_E_INVAL, "push: lane %d: %lld frames from %s", lane, (long long)n,
                     data ? "a buffer" : "NULL");
-    if (L->n + n > L->cap) {
-        int64_t cap = L->cap ? L->cap : 1024;
-        float *buf;
-        while (cap < L->n + n)
-            cap *= 2;
-        buf = realloc(L->buf, (size_t)(cap * p->step_floats) * sizeof *buf);
-        if (!buf)
-            return fail(p, CLAPP_E_NOMEM, "push: lane %d: out of memory for %lld frames", lane,
-                        (long long)cap);
-        L->buf = buf;
-        L->cap = cap;
-    }
-    if (n > 0)
-        memcpy(L->buf + L->n * p->step_floats, data, (size_t)(n * p->step_floats) * sizeof *data);
+    if (n == 0)
+        return CLAPP_OK;
+    if (L->swr)
+        return lane_resample(p, lane, data, n);
+    if ((rc = lane_reserve(p, lane, n)) < 0)
+        return rc;
+    memcpy(L->buf + L->n * p->step_floats, data, (size_t)(n * p->step_floats) * sizeof *data);
     L->n += n;
     return CLAPP_OK;
 }
@@ -526,6 +591,12 @@ int clapp_pipeline_end(clapp_pipeline *p, int32_t lane)
     L = &p->pl[lane];
     if (L->state != LANE_OPEN)
         return fail(p, CLAPP_E_STATE, "end: lane %d has no open stream", lane);
+    if (L->swr) {   /* the resampler's delay line, as the decoder flushes it at the end */
+        rc = lane_resample(p, lane, NULL, 0);
+        swr_free(&L->swr);
+        if (rc < 0)
+            return rc;
+    }
     /* An open lane keeps more than a block buffered, so n == 0 means nothing was delivered. */
     L->state = L->n > 0 ? LANE_ENDED : LANE_IDLE;
     return CLAPP_OK;
@@ -1009,6 +1080,7 @@ void clapp_pipeline_destroy(clapp_pipeline *p)
     for (int32_t b = 0; p->pl && b < p->pblk.lanes; b++) {
         free(p->pl[b].name);
         free(p->pl[b].buf);
+        swr_free(&p->pl[b].swr);
     }
     free(p->pl);
     free(p->pblk.lane);

@@ -133,8 +133,8 @@ static void test_push_blocks(void **state)
     assert_non_null(strstr(text, "gain=2"));
     clapp_free(text);
     assert_int_equal(clapp_pipeline_open_push(p, 0), CLAPP_OK);   /* the source's 2 lanes */
-    assert_int_equal(clapp_pipeline_begin(p, 0, "a", 16000), CLAPP_E_INVAL);
-    assert_non_null(strstr(clapp_pipeline_error(p), "8000"));
+    assert_int_equal(clapp_pipeline_begin(p, 0, "a", 16000.5), CLAPP_E_INVAL);
+    assert_non_null(strstr(clapp_pipeline_error(p), "16000.5"));
     assert_int_equal(clapp_pipeline_step(p), 0);   /* nothing pushed */
     assert_int_equal(clapp_pipeline_begin(p, 0, "a", 8000), CLAPP_OK);
     assert_int_equal(clapp_pipeline_push(p, 0, x, 100), CLAPP_OK);
@@ -275,6 +275,30 @@ static void test_push_equals_manifest(void **state)
         assert_true(m > 1e-3);
         assert_true(d <= 1e-5 * (1 + m));
     }
+    clapp_pipeline_destroy(a);
+    clapp_pipeline_destroy(b);
+    free(fa);
+    free(fb);
+
+    /* the same samples as a 22050 Hz file and pushed at 22050 Hz: resampled alike */
+    a = b = NULL;
+    assert_int_equal(tu_run("ffmpeg -v error -y -f f32le -ar 22050 -ac 1 -i '%s' -c:a pcm_f32le '%s'", raw, wav), 0);
+    assert_int_equal(clapp_pipeline_create_from_text(&a, CONV, NULL, 0, &o), CLAPP_OK);
+    assert_int_equal(clapp_pipeline_open_manifest(a, man, 1), CLAPP_OK);
+    ra = drain(a, "source0", 0, &fa, &ca);
+    assert_int_equal(clapp_pipeline_create_from_text(&b, CONV, NULL, 0, &o), CLAPP_OK);
+    assert_int_equal(clapp_pipeline_open_push(b, 1), CLAPP_OK);
+    assert_int_equal(clapp_pipeline_begin(b, 0, "x", 22050), CLAPP_OK);
+    for (int64_t at = 0; at < n; at += 777)
+        assert_int_equal(clapp_pipeline_push(b, 0, x + at, n - at < 777 ? n - at : 777), CLAPP_OK);
+    assert_int_equal(clapp_pipeline_end(b, 0), CLAPP_OK);
+    rb = drain(b, "source0", 0, &fb, &cb);
+    print_message("22050 Hz: file %lld samples, pushed %lld (of %lld at 22050), max |diff| %.3g\n",
+                  (long long)ra, (long long)rb, (long long)n,
+                  ra == rb ? tu_max_abs_diff(fa, fb, (size_t)ra) : -1.0);
+    assert_true(labs((long)(ra - n * 16000 / 22050)) <= 2);
+    assert_int_equal(ra, rb);
+    assert_true(tu_max_abs_diff(fa, fb, (size_t)ra) <= 1e-6);
     clapp_pipeline_destroy(a);
     clapp_pipeline_destroy(b);
     free(fa);

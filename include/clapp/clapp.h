@@ -161,14 +161,17 @@ CLAPP_API int clapp_pipeline_open_manifest(clapp_pipeline *p, const char *manife
  * stream is the source's: audio [lanes, 1, block] at rate=, or video
  * [lanes, C, block, height, width] at fps=. Pushed data is taken as it is:
  * no decoding, resampling, augmentation or labels; the source's gain and
- * offset apply. */
+ * offset apply; audio at another rate is resampled (clapp_pipeline_begin). */
 CLAPP_API int clapp_pipeline_open_push(clapp_pipeline *p, int32_t lanes);
 
 /* [handle's thread, push mode] Start a stream on an idle lane. `name` keys
  * its outputs (the features sink's file name); `rate` is the rate of the
- * frames the caller will push (audio: samples per second; video: frames per
- * second) and must equal the stream's: push mode does not resample yet
- * (CLAPP_E_INVAL naming both rates). */
+ * frames the caller will push. Audio: samples per second, a whole number;
+ * another rate than the stream's is resampled as the decoder resamples
+ * files (libswresample, default options, its delay line flushed at end),
+ * so pushed samples give what the same samples in a file give. Video:
+ * frames per second, which must equal the stream's fps (CLAPP_E_INVAL
+ * naming both; frame-rate conversion is not done yet). */
 CLAPP_API int clapp_pipeline_begin(clapp_pipeline *p, int32_t lane, const char *name, double rate);
 /* [handle's thread, push mode] Append n consecutive frames to the lane's
  * stream: audio, n float samples; video, n frames of [C, H, W] floats each

@@ -39,8 +39,8 @@ def write_wav(path, x, rate=16000):
         f.write(b"data" + struct.pack("<I", len(data)) + data)
 
 
-def cli_extract(tmp_path, x, element, *args):
-    write_wav(tmp_path / "sig.wav", x)
+def cli_extract(tmp_path, x, element, *args, rate=16000):
+    write_wav(tmp_path / "sig.wav", x, rate)
     (tmp_path / "m.tsv").write_text("sig.wav\n")
     subprocess.run([os.path.join(PREFIX, "bin", "clapp"), "extract", CONV, "--data", str(tmp_path / "m.tsv"),
                     "--out", str(tmp_path / "x"), "--element", element, "-q", *args], check=True)
@@ -62,6 +62,15 @@ def test_extract_equals_cli(tmp_path):
     # an override reaches the graph: the source's gain scales the input
     raw = clapp.Pipeline(CONV, source0__gain=0.5).extract(x, 16000, element="source0")
     np.testing.assert_array_equal(raw[:, 0], 0.5 * x)
+
+
+def test_extract_resamples_as_files(tmp_path):
+    """Samples at 44.1 kHz give what the same samples in a 44.1 kHz file give."""
+    x = signal(30000, 3)
+    got = clapp.Pipeline(CONV).extract(x, 44100, element="conv1d0")
+    ref = cli_extract(tmp_path, x, "conv1d0", "--random-init", rate=44100)
+    assert got.shape == ref.shape and abs(got.shape[0] - 30000 * 16000 / 44100 / 5) < 3
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * (1 + np.abs(ref).max()))
 
 
 def test_push_pull_equals_extract():
@@ -113,8 +122,8 @@ def test_errors(tmp_path):
         clapp.Pipeline("source ! nosuch")
     with pytest.raises(clapp.ClappError, match="rate"):
         clapp.Pipeline(CONV, source0__rate="abc")
-    with pytest.raises(clapp.ClappError, match="16000"):
-        clapp.Pipeline(CONV).extract(np.zeros(100, np.float32), 8000)
+    with pytest.raises(clapp.ClappError, match="8000.5 Hz"):
+        clapp.Pipeline(CONV).extract(np.zeros(100, np.float32), 8000.5)
     with pytest.raises(clapp.ClappError, match="missing.safetensors"):
         clapp.Pipeline(CONV, checkpoint=tmp_path / "missing.safetensors")
 
