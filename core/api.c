@@ -385,11 +385,28 @@ static int check_open(clapp_pipeline *p)
     return CLAPP_OK;
 }
 
+static int open_manifest(clapp_pipeline *p, const char *manifest, int epochs, int as_is);
+
 int clapp_pipeline_open_manifest(clapp_pipeline *p, const char *manifest, int epochs)
+{
+    return open_manifest(p, manifest, epochs, 0);
+}
+
+int clapp_pipeline_open_files(clapp_pipeline *p, const char *manifest)
+{
+    return open_manifest(p, manifest, 1, 1);
+}
+
+static int open_manifest(clapp_pipeline *p, const char *manifest, int epochs, int as_is)
 {
     int rc = check_open(p);
     if (rc < 0)
         return rc;
+    if (as_is) {
+        p->sp.mode = CLAPP_SOURCE_STREAM;
+        p->sp.shuffle = 0;
+        memset(&p->sp.aug, 0, sizeof p->sp.aug);
+    }
     if (!manifest)
         return fail(p, CLAPP_E_INVAL, "open_manifest: no manifest given");
     if (epochs < 1)

@@ -156,6 +156,11 @@ CLAPP_API int clapp_pipeline_element(const clapp_pipeline *p, int i, const char 
  * (lanes, block, mode, augmentation, labels). */
 CLAPP_API int clapp_pipeline_open_manifest(clapp_pipeline *p, const char *manifest, int epochs);
 
+/* [handle's thread, once] Every file of a manifest once, whole and as it
+ * is, whatever the source's mode= and augmentation say (stream mode, no
+ * augmentation, no shuffling): what feature extraction and evaluation read. */
+CLAPP_API int clapp_pipeline_open_files(clapp_pipeline *p, const char *manifest);
+
 /* [handle's thread, once] Frames come from the caller (clapp_pipeline_begin
  * / push / end), `lanes` streams side by side (0: the source's lanes=). The
  * stream is the source's: audio [lanes, 1, block] at rate=, or video
