@@ -305,6 +305,23 @@ int clapp_pipeline_add_element(clapp_pipeline *p, const char *after, const char 
     return rc;
 }
 
+int clapp_pipeline_override(clapp_pipeline *p, const char *assignment)
+{
+    int rc = check_handle(p);
+    if (rc < 0)
+        return rc;
+    if (p->mode != MODE_NONE)
+        return fail(p, CLAPP_E_STATE, "override %s: the pipeline is open already; override before "
+                    "opening it", assignment ? assignment : "(null)");
+    if (!assignment)
+        return fail(p, CLAPP_E_INVAL, "override: NULL assignment");
+    if ((rc = clapp_pipeline_set(&p->pd, assignment, p->err, sizeof p->err)) < 0)
+        return rc;
+    if ((rc = clapp_pipeline_resolve(&p->pd, &p->reg, p->err, sizeof p->err)) < 0)
+        p->created = 0;
+    return rc;
+}
+
 int clapp_pipeline_text(const clapp_pipeline *p, char **text)
 {
     int rc = check_handle((clapp_pipeline *)p);
@@ -685,6 +702,26 @@ static int check_running(clapp_pipeline *p, const char *call)
     return CLAPP_OK;
 }
 
+/* Start decoding; on resume, decode and drop the blocks already learned from:
+ * the source is a function of (seed, epoch, manifest), so this lands where
+ * the checkpoint was taken. */
+static int start_source(clapp_pipeline *p)
+{
+    const clapp_block *blk = NULL;
+    int rc;
+    if ((rc = clapp_source_start(p->src)) < 0)
+        return fail(p, rc, "cannot start decoding (status %d)", rc);
+    p->started = 1;
+    for (int64_t k = 0; k < p->skip_blocks; k++) {
+        if ((rc = clapp_source_next(p->src, &blk)) <= 0)
+            return fail(p, rc < 0 ? rc : CLAPP_E_INVAL, "cannot resume: the data ends before block %lld "
+                        "of the checkpoint (another manifest, --epochs or --seed?)", (long long)p->skip_blocks);
+        for (int32_t b = 0; b < blk->lanes; b++)
+            p->steps += blk->lane[b].len;
+    }
+    return CLAPP_OK;
+}
+
 int clapp_pipeline_step(clapp_pipeline *p)
 {
     const clapp_block *blk = NULL;
@@ -692,21 +729,8 @@ int clapp_pipeline_step(clapp_pipeline *p)
     if (rc < 0)
         return rc;
     if (p->mode == MODE_MANIFEST) {
-        if (!p->started) {
-            if ((rc = clapp_source_start(p->src)) < 0)
-                return fail(p, rc, "cannot start decoding (status %d)", rc);
-            p->started = 1;
-            /* resume: the source is a function of (seed, epoch, manifest), so dropping
-             * the blocks already learned from lands where the checkpoint was taken */
-            for (int64_t k = 0; k < p->skip_blocks; k++) {
-                if ((rc = clapp_source_next(p->src, &blk)) <= 0)
-                    return fail(p, rc < 0 ? rc : CLAPP_E_INVAL, "cannot resume: the data ends before "
-                                "block %lld of the checkpoint (another manifest, epochs or seed?)",
-                                (long long)p->skip_blocks);
-                for (int32_t b = 0; b < blk->lanes; b++)
-                    p->steps += blk->lane[b].len;
-            }
-        }
+        if (!p->started && (rc = start_source(p)) < 0)
+            return rc;
         rc = clapp_source_next(p->src, &blk);
         if (rc < 0)
             return fail(p, rc, "the source failed (status %d; see the log)", rc);
@@ -838,8 +862,10 @@ int clapp_pipeline_resume(clapp_pipeline *p, const char *path)
     free(seed);
     if ((rc = clapp_checkpoint_load(&p->graph, path, &co, p->err, sizeof p->err)) < 0)
         return rc;
-    if (p->mode == MODE_MANIFEST)
+    if (p->mode == MODE_MANIFEST) {
         p->skip_blocks = p->graph.blocks;
+        return start_source(p);
+    }
     return CLAPP_OK;
 }
 
@@ -897,6 +923,8 @@ int clapp_pipeline_run_info(const clapp_pipeline *p, clapp_run_info *info)
     info->steps = p->steps;
     info->files_done = p->src ? clapp_source_done_count(p->src) : 0;
     info->files_failed = p->src ? clapp_source_failed_count(p->src) : 0;
+    info->lr_scale = clapp_optim_lr_scale(&p->graph.optim.p, p->graph.optim.t);
+    info->diag_seconds = p->graph.diag_seconds;
     return CLAPP_OK;
 }
 

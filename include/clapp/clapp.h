@@ -99,6 +99,8 @@ typedef struct clapp_run_info {
     int64_t steps;         /* valid source time steps processed (samples or frames), all lanes */
     int32_t files_done;    /* manifest mode: files fully read */
     int32_t files_failed;  /* manifest mode: files that could not be read (logged) */
+    double  lr_scale;      /* factor on every learning rate at the last optimizer step (warmup) */
+    double  diag_seconds;  /* time the last diagnostic block spent on diagnostics */
 } clapp_run_info;
 
 /* ---- library -------------------------------------------------------------- */
@@ -135,6 +137,12 @@ CLAPP_API int clapp_pipeline_create_from_file(clapp_pipeline **p, const char *pa
  * handle is left for clapp_pipeline_error and destroy only. */
 CLAPP_API int clapp_pipeline_add_element(clapp_pipeline *p, const char *after, const char *type,
                                          const char *name, const char *const *kv, int n_kv);
+
+/* [handle's thread, before open] Apply one more override "NAME.KEY=VALUE"
+ * (as --set) and check the pipeline again: for elements added with
+ * clapp_pipeline_add_element. When the pipeline no longer checks, the
+ * handle is left for clapp_pipeline_error and destroy only. */
+CLAPP_API int clapp_pipeline_override(clapp_pipeline *p, const char *assignment);
 
 /* [handle's thread] The resolved pipeline as canonical text, every default
  * filled in (malloc'd; free with clapp_free). */
@@ -231,10 +239,11 @@ CLAPP_API int clapp_pipeline_save(clapp_pipeline *p, const char *path);
 CLAPP_API int clapp_pipeline_load(clapp_pipeline *p, const char *path);
 /* [handle's thread, after open, before the first step; learning pipelines]
  * Continue a training run: weights, optimizer moments and step, the loss
- * elements' PRNG states and the block count; in manifest mode the first
- * step then decodes and drops the blocks the checkpoint has already learned
- * from, so the run continues where it stopped. The seed must be the
- * checkpoint's (CLAPP_E_INVAL naming both). */
+ * elements' PRNG states and the block count; in manifest mode the source
+ * then decodes and drops the blocks the checkpoint has already learned
+ * from (here, so a manifest too short is an error of this call), and the
+ * run continues where it stopped. The seed must be the checkpoint's
+ * (CLAPP_E_INVAL naming both). */
 CLAPP_API int clapp_pipeline_resume(clapp_pipeline *p, const char *path);
 
 /* ---- measurements ---------------------------------------------------------- */

@@ -1,5 +1,5 @@
-/* The clapp command: pieces over core/ (the subcommands not yet on the host
- * API: run, train, eval, extract, validate). */
+/* The clapp command: pieces over core/ for the one subcommand not yet on
+ * the host API, eval (session.c, probe_cache.c). */
 #ifndef CLAPP_CLI_CORE_H
 #define CLAPP_CLI_CORE_H
 

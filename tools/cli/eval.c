@@ -464,7 +464,6 @@ done:
     free(pr);
     if (opened)
         cli_session_close(&s);
-    free(o.sets);
-    free(o.probes);
+    cli_options_free(&o);
     return status;
 }

@@ -1,0 +1,13 @@
+/* clapp run and train on the host API (no header of core/ here). */
+#ifndef CLAPP_CLI_STREAM_H
+#define CLAPP_CLI_STREAM_H
+
+#include "cli.h"
+#include "options.h"
+
+/* Stream the manifest o->data through o->pipe (learn: train, with metrics,
+ * checkpoints, snapshots and resume), or print the resolved pipeline with
+ * --dump-graph. Prints what goes wrong; returns the exit status. */
+int cli_stream(const cli_options *o, int learn);
+
+#endif
