@@ -362,6 +362,57 @@ int clapp_pipeline_element(const clapp_pipeline *p, int i, const char **name, co
     return CLAPP_OK;
 }
 
+int clapp_pipeline_element_values(const clapp_pipeline *p, const char *name,
+                                  const clapp_plugin_desc **desc, const clapp_param_value **values)
+{
+    clapp_pipeline *q = (clapp_pipeline *)p;
+    int rc = check_handle(q), i;
+    if (rc < 0)
+        return rc;
+    if ((i = find_element(q, name)) < 0)
+        return i;
+    if (desc)
+        *desc = p->pd.elems[i].desc;
+    if (values)
+        *values = p->pd.elems[i].values;
+    return CLAPP_OK;
+}
+
+int clapp_pipeline_add_class(clapp_pipeline *p, const char *name)
+{
+    int rc = check_handle(p);
+    if (rc < 0)
+        return rc;
+    if (p->mode != MODE_NONE)
+        return fail(p, CLAPP_E_STATE, "add_class: the pipeline is open already");
+    if (!name || !*name)
+        return fail(p, CLAPP_E_INVAL, "add_class: an empty class name");
+    rc = clapp_labelset_add(&p->classes, name);
+    return rc < 0 ? fail(p, rc, "add_class %s: out of memory", name) : CLAPP_OK;
+}
+
+int clapp_pipeline_class_count(const clapp_pipeline *p, int *n)
+{
+    int rc = check_handle((clapp_pipeline *)p);
+    if (rc < 0)
+        return rc;
+    if (!n)
+        return fail((clapp_pipeline *)p, CLAPP_E_INVAL, "class_count: NULL output pointer");
+    *n = p->classes.n;
+    return CLAPP_OK;
+}
+
+int clapp_pipeline_class_name(const clapp_pipeline *p, int i, const char **name)
+{
+    int rc = check_handle((clapp_pipeline *)p);
+    if (rc < 0)
+        return rc;
+    if (!name || i < 0 || i >= p->classes.n)
+        return fail((clapp_pipeline *)p, CLAPP_E_INVAL, "class %d: there are %d", i, p->classes.n);
+    *name = p->classes.names[i];
+    return CLAPP_OK;
+}
+
 /* ---- open ---------------------------------------------------------------------- */
 
 static int create_graph(clapp_pipeline *p)
@@ -923,6 +974,10 @@ int clapp_pipeline_run_info(const clapp_pipeline *p, clapp_run_info *info)
     info->steps = p->steps;
     info->files_done = p->src ? clapp_source_done_count(p->src) : 0;
     info->files_failed = p->src ? clapp_source_failed_count(p->src) : 0;
+    info->files = p->manifest.n;
+    info->aligned_files = 0;
+    for (int32_t i = 0; i < p->manifest.n; i++)
+        info->aligned_files += p->manifest.entries[i].alignment != NULL;
     info->lr_scale = clapp_optim_lr_scale(&p->graph.optim.p, p->graph.optim.t);
     info->diag_seconds = p->graph.diag_seconds;
     return CLAPP_OK;

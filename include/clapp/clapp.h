@@ -101,6 +101,8 @@ typedef struct clapp_run_info {
     int32_t files_failed;  /* manifest mode: files that could not be read (logged) */
     double  lr_scale;      /* factor on every learning rate at the last optimizer step (warmup) */
     double  diag_seconds;  /* time the last diagnostic block spent on diagnostics */
+    int32_t files;         /* manifest mode: entries of the manifest */
+    int32_t aligned_files; /* manifest mode: entries with a .phn alignment (frame labels) */
 } clapp_run_info;
 
 /* ---- library -------------------------------------------------------------- */
@@ -155,6 +157,25 @@ CLAPP_API int clapp_pipeline_element_count(const clapp_pipeline *p, int *n);
  * Any of the out pointers may be NULL. */
 CLAPP_API int clapp_pipeline_element(const clapp_pipeline *p, int i, const char **name,
                                      const char **type, int *kind);
+
+/* [handle's thread] Element NAME's descriptor (clapp/plugin.h) and its
+ * resolved parameter values, defaults filled in, in table order (as
+ * create() gets them): a host can make more instances of the element
+ * itself. Valid until the handle is destroyed or the pipeline changes
+ * (add_element, override). */
+CLAPP_API int clapp_pipeline_element_values(const clapp_pipeline *p, const char *name,
+                                            const clapp_plugin_desc **desc,
+                                            const clapp_param_value **values);
+
+/* [handle's thread, before open] Give class name NAME the next class id
+ * (the manifest's LABEL column numbers its names in order of first
+ * appearance, after the ones given here): pipelines that read several
+ * manifests agree on the ids. */
+CLAPP_API int clapp_pipeline_add_class(clapp_pipeline *p, const char *name);
+/* [handle's thread; after the data has ended for the manifest's names] The
+ * class names known so far, id i's name valid until destroy. */
+CLAPP_API int clapp_pipeline_class_count(const clapp_pipeline *p, int *n);
+CLAPP_API int clapp_pipeline_class_name(const clapp_pipeline *p, int i, const char **name);
 
 /* ---- open: where the data comes from ------------------------------------- */
 

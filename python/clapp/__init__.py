@@ -82,7 +82,8 @@ class _LossInfo(ctypes.Structure):
 
 class _RunInfo(ctypes.Structure):
     _fields_ = [("blocks", ctypes.c_int64), ("steps", ctypes.c_int64), ("files_done", ctypes.c_int32),
-                ("files_failed", ctypes.c_int32), ("lr_scale", ctypes.c_double), ("diag_seconds", ctypes.c_double)]
+                ("files_failed", ctypes.c_int32), ("lr_scale", ctypes.c_double), ("diag_seconds", ctypes.c_double),
+                ("files", ctypes.c_int32), ("aligned_files", ctypes.c_int32)]
 
 
 class _ParamDesc(ctypes.Structure):

@@ -1,6 +1,6 @@
-/* The clapp command: shared pieces of the subcommands. No header of core/
- * here: subcommands on the host API (inspect) include this and clapp/clapp.h
- * alone; the others include core/ through session.h or cli_core.h. */
+/* The clapp command: shared pieces of the subcommands. The command uses the
+ * host API (clapp/clapp.h) and the plugin ABI (clapp/plugin.h) alone: no
+ * header of core/. */
 #ifndef CLAPP_CLI_H
 #define CLAPP_CLI_H
 

@@ -13,12 +13,10 @@ uint64_t cli_mix64(uint64_t z)
     return z ^ (z >> 31);
 }
 
-int cli_probe_cache_init(cli_probe_cache *c, const clapp_graph *g, int sink, cli_cache_form form)
+int cli_probe_cache_init(cli_probe_cache *c, const clapp_stream_info *in, cli_cache_form form)
 {
-    const clapp_stream_info *in = &g->nodes[sink].out_info;   /* a sink's out_info is its input */
     int32_t lanes = (int32_t)in->shape[0];
     memset(c, 0, sizeof *c);
-    c->sink = sink;
     c->info = *in;
     c->form = form;
     c->C = in->shape[1];
@@ -123,9 +121,8 @@ static int store_labels(cli_cached_seq *s, const clapp_lane *ln)
     return 0;
 }
 
-int cli_probe_cache_capture(cli_probe_cache *c, const clapp_graph *g)
+int cli_probe_cache_capture(cli_probe_cache *c, const clapp_block *blk)
 {
-    const clapp_block *blk = g->nodes[c->sink].in;
     int64_t T, C = c->C, HW = c->HW, F = c->F;
     if (!blk)
         return CLAPP_OK;

@@ -59,13 +59,13 @@ static int has_element(const clapp_pipeline *p, const char *name)
     return 0;
 }
 
-/* The pipeline file with probes and overrides, checked. */
-static int stream_create(stream_run *r, const cli_options *o, int learn)
+int cli_pipeline_create(clapp_pipeline **p, const cli_options *o, int learn)
 {
     clapp_options opt;
     const char **early = calloc((size_t)o->n_sets + 1, sizeof *early);
-    int n_early = 0, rc, status = CLI_OK;
+    int n_early = 0, rc;
 
+    *p = NULL;
     if (!early)
         return CLI_FAILED;
     clapp_options_init(&opt);
@@ -82,11 +82,10 @@ static int stream_create(stream_run *r, const cli_options *o, int learn)
         opt.weight_decay = o->weight_decay;
         opt.diag_every = o->diag_every;
     }
-    r->warmup = learn && o->warmup > 0;
     for (int i = 0; i < o->n_sets; i++)
         if (!names_probe(o, o->sets[i]))
             early[n_early++] = o->sets[i];
-    rc = clapp_pipeline_create_from_file(&r->p, o->pipe, early, n_early, &opt);
+    rc = clapp_pipeline_create_from_file(p, o->pipe, early, n_early, &opt);
     for (int i = 0; rc == CLAPP_OK && i < o->n_probes; i++) {
         char *spec = strdup(o->probes[i]), *colon, name[256];
         const char *type = "probe_phoneme";
@@ -99,21 +98,33 @@ static int stream_create(stream_run *r, const cli_options *o, int learn)
             type = colon + 1;
         }
         snprintf(name, sizeof name, "probe_%s", spec);
-        if (!has_element(r->p, spec)) {
+        if (!has_element(*p, spec)) {
             fprintf(stderr, "clapp: error: --probe %s: no element named '%s' in %s\n", o->probes[i], spec, o->pipe);
             free(spec);
             free(early);
             return CLI_USAGE;
         }
-        rc = clapp_pipeline_add_element(r->p, spec, type, name, NULL, 0);
+        rc = clapp_pipeline_add_element(*p, spec, type, name, NULL, 0);
         free(spec);
     }
     for (int i = 0; rc == CLAPP_OK && i < o->n_sets; i++)
         if (names_probe(o, o->sets[i]))
-            rc = clapp_pipeline_override(r->p, o->sets[i]);
+            rc = clapp_pipeline_override(*p, o->sets[i]);
     free(early);
-    if (rc < 0)
-        return api_error(r, rc);
+    if (rc < 0) {
+        fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(*p));
+        return rc == CLAPP_E_NOMEM || rc == CLAPP_E_INTERNAL ? CLI_FAILED : CLI_USAGE;
+    }
+    return CLI_OK;
+}
+
+/* The pipeline and the names and kinds of its elements. */
+static int stream_create(stream_run *r, const cli_options *o, int learn)
+{
+    int status = cli_pipeline_create(&r->p, o, learn);
+    if (status != CLI_OK)
+        return status;
+    r->warmup = learn && o->warmup > 0;
     if (clapp_pipeline_element_count(r->p, &r->n) < 0 || !(r->names = calloc((size_t)r->n, sizeof *r->names)) ||
         !(r->kinds = calloc((size_t)r->n, sizeof *r->kinds)))
         return CLI_FAILED;

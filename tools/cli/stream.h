@@ -2,8 +2,14 @@
 #ifndef CLAPP_CLI_STREAM_H
 #define CLAPP_CLI_STREAM_H
 
+#include "clapp/clapp.h"
 #include "cli.h"
 #include "options.h"
+
+/* The pipeline o->pipe with --probe elements and --set overrides, checked
+ * (learn: gradients and the optimizer). Prints the problem and returns the
+ * exit status; *p is to be destroyed in any case. */
+int cli_pipeline_create(clapp_pipeline **p, const cli_options *o, int learn);
 
 /* Stream the manifest o->data through o->pipe (learn: train, with metrics,
  * checkpoints, snapshots and resume), or print the resolved pipeline with
