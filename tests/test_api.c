@@ -495,6 +495,62 @@ static void test_catalog(void **state)
     clapp_catalog_destroy(c);
 }
 
+/* Overrides after add_element, element values, class ids carried over, and
+ * open_files reading whole files whatever the source's mode says. */
+static void test_values_classes_files(void **state)
+{
+    clapp_options o = quiet_options();
+    clapp_pipeline *p = NULL;
+    const clapp_plugin_desc *d = NULL;
+    const clapp_param_value *v = NULL;
+    char *dir = tu_tmpdir("api-classes"), *man = tu_path(dir, "m.tsv");
+    const char *name;
+    clapp_run_info ri;
+    int n = 0;
+    int64_t rows, C = 0;
+    float *f = NULL;
+    (void)state;
+    assert_int_equal(tu_run("cd '%s' && ffmpeg -v error -f lavfi -i sine=f=300:r=16000:d=0.5 a.wav && "
+                            "ffmpeg -v error -f lavfi -i sine=f=500:r=16000:d=0.7 b.wav && "
+                            "printf '0 8000 aa\\n' > a.phn", dir), 0);
+    assert_int_equal(tu_write_text(man, "a.wav\tdog\ta.phn\nb.wav\tcat\n"), 0);
+    assert_int_equal(clapp_pipeline_create_from_text(
+                         &p, "source rate=16000 block=1000 lanes=1 mode=window ! conv1d out=4 kernel=4 stride=2",
+                         NULL, 0, &o), CLAPP_OK);
+    assert_int_equal(clapp_pipeline_add_element(p, "conv1d0", "probe_phoneme", "pr", NULL, 0), CLAPP_OK);
+    assert_int_equal(clapp_pipeline_override(p, "pr.probe_lr=0.25"), CLAPP_OK);
+    assert_int_equal(clapp_pipeline_element_values(p, "pr", &d, &v), CLAPP_OK);
+    assert_string_equal(d->id, "probe_phoneme");
+    assert_true(clapp_param_find(v, d->n_params, "probe_lr")->f == 0.25);
+    assert_int_equal(clapp_pipeline_add_class(p, "cat"), CLAPP_OK);   /* cat gets id 0 */
+    assert_int_equal(clapp_pipeline_open_files(p, man), CLAPP_OK);
+    assert_int_equal(clapp_pipeline_add_class(p, "late"), CLAPP_E_STATE);
+    assert_int_equal(clapp_pipeline_run_info(p, &ri), CLAPP_OK);
+    assert_int_equal(ri.files, 2);
+    assert_int_equal(ri.aligned_files, 1);
+    rows = drain(p, "source0", 0, &f, &C);
+    assert_int_equal(rows, 8000 + 11200);   /* both files whole: window mode is not used */
+    assert_int_equal(clapp_pipeline_class_count(p, &n), CLAPP_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(clapp_pipeline_class_name(p, 0, &name), CLAPP_OK);
+    assert_string_equal(name, "cat");
+    assert_int_equal(clapp_pipeline_class_name(p, 1, &name), CLAPP_OK);
+    assert_string_equal(name, "dog");
+    assert_int_equal(clapp_pipeline_class_name(p, 2, &name), CLAPP_E_INVAL);
+    clapp_pipeline_destroy(p);
+    /* an override that does not check leaves the handle for error and destroy only */
+    p = NULL;
+    assert_int_equal(clapp_pipeline_create_from_text(&p, "source ! conv1d", NULL, 0, &o), CLAPP_OK);
+    assert_int_equal(clapp_pipeline_override(p, "conv1d0.kernel=0"), CLAPP_E_INVAL);
+    assert_non_null(strstr(clapp_pipeline_error(p), "kernel"));
+    assert_int_equal(clapp_pipeline_open_push(p, 1), CLAPP_E_STATE);
+    clapp_pipeline_destroy(p);
+    free(f);
+    tu_rmtree(dir);
+    free(dir);
+    free(man);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -504,6 +560,7 @@ int main(void)
         cmocka_unit_test(test_push_video),
         cmocka_unit_test(test_push_equals_manifest),
         cmocka_unit_test(test_learning_checkpoints),
+        cmocka_unit_test(test_values_classes_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
