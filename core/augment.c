@@ -7,6 +7,7 @@
 
 #include "augment.h"
 #include "clapp/plugin.h"
+#include "clapp/plugin_util.h"
 
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -57,27 +58,16 @@ struct clapp_aug {
     int64_t           ring_mask;
 };
 
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 /* Uniform in [0, 1). */
-static double uniform(uint64_t *s)
-{
-    return (double)(splitmix64(s) >> 11) * 0x1.0p-53;
-}
+static double uniform(uint64_t *s) { return clapp_uniform53(s); }
 
 /* The state of one option's stream for one sequence. */
 static uint64_t stream_for(uint64_t seed, int64_t seq_id, uint64_t salt)
 {
     uint64_t s = seed ^ salt;
-    uint64_t a = splitmix64(&s);
+    uint64_t a = clapp_splitmix64(&s);
     s = a ^ ((uint64_t)seq_id * 0xD1B54A32D192ED03ull);
-    return splitmix64(&s);
+    return clapp_splitmix64(&s);
 }
 
 static double log_uniform(uint64_t *s, double lo, double hi)
@@ -286,7 +276,7 @@ void clapp_aug_draw_seq(const clapp_aug *a, uint64_t seed, int64_t seq_id, clapp
         d->snr_db = a->snr_lo + (a->snr_hi - a->snr_lo) * uniform(&s);
         d->pink = a->noise == CLAPP_NOISE_PINK ||
                   (a->noise == CLAPP_NOISE_EITHER && uniform(&s) < 0.5);
-        d->noise_seed = splitmix64(&s);
+        d->noise_seed = clapp_splitmix64(&s);
     }
     if (a->eq_db > 0) {
         /* Centre frequencies up to 0.4 rate, from 50 Hz (lower at very low rates). */

@@ -40,6 +40,7 @@
 #include <sndfile.h>
 
 #include "clapp/plugin.h"
+#include "clapp/plugin_util.h"
 
 #define SNDFILE_CHUNK 4096 /* frames per sf_readf_float call */
 
@@ -98,18 +99,6 @@ struct clapp_decoder {
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                    */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static const char *av_errstr(int code, char *buf, size_t len)
 {
@@ -322,34 +311,34 @@ static int check_params(const clapp_decode_params *p, char *err, size_t errlen, 
 {
     if (p->backend != CLAPP_DECODE_AUTO && p->backend != CLAPP_DECODE_FFMPEG &&
         p->backend != CLAPP_DECODE_SNDFILE) {
-        set_err(err, errlen, "%s: unknown decode backend %d", url, (int)p->backend);
+        clapp_set_err(err, errlen, "%s: unknown decode backend %d", url, (int)p->backend);
         return CLAPP_E_INVAL;
     }
     if (p->kind == CLAPP_MEDIA_AUDIO) {
         if (p->rate <= 0) {
-            set_err(err, errlen, "%s: output sample rate must be > 0 (got %d)", url, p->rate);
+            clapp_set_err(err, errlen, "%s: output sample rate must be > 0 (got %d)", url, p->rate);
             return CLAPP_E_INVAL;
         }
         return 0;
     }
     if (p->kind != CLAPP_MEDIA_VIDEO) {
-        set_err(err, errlen, "%s: unknown media kind %d", url, (int)p->kind);
+        clapp_set_err(err, errlen, "%s: unknown media kind %d", url, (int)p->kind);
         return CLAPP_E_INVAL;
     }
     if (p->backend == CLAPP_DECODE_SNDFILE) {
-        set_err(err, errlen, "%s: the sndfile backend decodes audio only", url);
+        clapp_set_err(err, errlen, "%s: the sndfile backend decodes audio only", url);
         return CLAPP_E_UNSUPPORTED;
     }
     if (p->width <= 0 || p->height <= 0 || p->width > 16384 || p->height > 16384) {
-        set_err(err, errlen, "%s: bad output size %dx%d", url, p->width, p->height);
+        clapp_set_err(err, errlen, "%s: bad output size %dx%d", url, p->width, p->height);
         return CLAPP_E_INVAL;
     }
     if (!(p->fps > 0.0 && p->fps < 1e6)) {
-        set_err(err, errlen, "%s: output frame rate must be > 0 (got %g)", url, p->fps);
+        clapp_set_err(err, errlen, "%s: output frame rate must be > 0 (got %g)", url, p->fps);
         return CLAPP_E_INVAL;
     }
     if (p->channels != 1 && p->channels != 3) {
-        set_err(err, errlen, "%s: video channels must be 1 (gray) or 3 (RGB), got %d", url, p->channels);
+        clapp_set_err(err, errlen, "%s: video channels must be 1 (gray) or 3 (RGB), got %d", url, p->channels);
         return CLAPP_E_INVAL;
     }
     return 0;
@@ -362,7 +351,7 @@ int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_
     int            ret;
 
     if (!out || !url || !p) {
-        set_err(err, errlen, "decode: missing argument");
+        clapp_set_err(err, errlen, "decode: missing argument");
         return CLAPP_E_INVAL;
     }
     *out = NULL;
@@ -372,13 +361,13 @@ int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_
 
     dec = calloc(1, sizeof(*dec));
     if (!dec) {
-        set_err(err, errlen, "%s: out of memory", url);
+        clapp_set_err(err, errlen, "%s: out of memory", url);
         return CLAPP_E_NOMEM;
     }
     dec->p = *p;
     dec->name = strdup(strcmp(url, "-") == 0 ? "stdin" : url);
     if (!dec->name) {
-        set_err(err, errlen, "%s: out of memory", url);
+        clapp_set_err(err, errlen, "%s: out of memory", url);
         ret = CLAPP_E_NOMEM;
         goto fail;
     }
@@ -427,7 +416,7 @@ int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_
     return 0;
 
 fail_msg:
-    set_err(err, errlen, "%s", dec->err_msg);
+    clapp_set_err(err, errlen, "%s", dec->err_msg);
 fail:
     clapp_decoder_close(dec);
     return ret;
@@ -876,11 +865,11 @@ int64_t clapp_decoder_read(clapp_decoder *dec, float *dst, int64_t max_frames, c
 {
     int64_t n;
     if (!dec || (!dst && max_frames > 0) || max_frames < 0) {
-        set_err(err, errlen, "decode: bad read arguments");
+        clapp_set_err(err, errlen, "decode: bad read arguments");
         return CLAPP_E_INVAL;
     }
     if (dec->err_code < 0) {
-        set_err(err, errlen, "%s", dec->err_msg);
+        clapp_set_err(err, errlen, "%s", dec->err_msg);
         return dec->err_code;
     }
     if (dec->done || max_frames == 0)
@@ -891,7 +880,7 @@ int64_t clapp_decoder_read(clapp_decoder *dec, float *dst, int64_t max_frames, c
         return n;
     }
     if (n < 0) {
-        set_err(err, errlen, "%s", dec->err_msg);
+        clapp_set_err(err, errlen, "%s", dec->err_msg);
         return n;
     }
     /* The end: a stream of which nothing could be decoded is an error. */
@@ -905,7 +894,7 @@ int64_t clapp_decoder_read(clapp_decoder *dec, float *dst, int64_t max_frames, c
         else
             dec_fail(dec, CLAPP_E_FORMAT, "truncated or corrupt data, no %s decoded",
                      dec->p.kind == CLAPP_MEDIA_VIDEO ? "video frame" : "audio");
-        set_err(err, errlen, "%s", dec->err_msg);
+        clapp_set_err(err, errlen, "%s", dec->err_msg);
         return dec->err_code;
     }
     return 0;

@@ -24,6 +24,7 @@
  * these draws reference are gathered.
  */
 #include "loss.h"
+#include "clapp/plugin_util.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -67,14 +68,6 @@ struct clapp_loss {
 };
 
 /* ---- PRNG (xoshiro256**, seeded by splitmix64) ---------------------------- */
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
@@ -156,15 +149,7 @@ int clapp_loss_default_grad_target(clapp_loss_mode mode, int target_in_module)
         goto fail;                                                          \
     } while (0)
 
-static void *xalloc(size_t n)
-{
-    size_t bytes = n ? n : 1;
-    size_t rounded = (bytes + CLAPP_ALIGN - 1) / CLAPP_ALIGN * CLAPP_ALIGN;
-    void *q = aligned_alloc(CLAPP_ALIGN, rounded);
-    if (q)
-        memset(q, 0, rounded);
-    return q;
-}
+static void *xalloc(size_t n) { return clapp_aligned_calloc((int64_t)n, 1); }
 
 static void init_uniform(clapp_tensor *t, double bound, uint64_t s[4])
 {
@@ -213,7 +198,7 @@ int clapp_loss_create(clapp_loss **out, const clapp_loss_params *p, int64_t dz, 
     snprintf(L->name, sizeof L->name, "%s", name ? name : "clapp");
     sm = p->seed;
     for (int i = 0; i < 4; i++)
-        L->rng[i] = splitmix64(&sm);
+        L->rng[i] = clapp_splitmix64(&sm);
 
     {
         int64_t shw[3] = {L->K, dz, dc}, shr[3] = {L->K, dc, dz};

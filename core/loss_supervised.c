@@ -8,6 +8,7 @@
  * the rows of one [n, D] matrix and the same three GEMMs apply.
  */
 #include "loss_supervised.h"
+#include "clapp/plugin_util.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -49,11 +50,7 @@ static float *falloc(int64_t n)
 /* splitmix64: the classifier's initialisation only. */
 static double init_unit(uint64_t *x)
 {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53;
+    return clapp_uniform53(x);
 }
 
 int clapp_loss_supervised_create(clapp_loss_supervised **out, const clapp_sup_params *p,

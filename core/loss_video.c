@@ -16,6 +16,7 @@
  * full W_k) and spreads the row gradients back over each window's pixels.
  */
 #include "loss_video.h"
+#include "clapp/plugin_util.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -57,24 +58,12 @@ struct clapp_loss_video {
         goto fail;                                                          \
     } while (0)
 
-static void *xalloc(size_t n)
-{
-    size_t bytes = n ? n : 1;
-    size_t rounded = (bytes + CLAPP_ALIGN - 1) / CLAPP_ALIGN * CLAPP_ALIGN;
-    void *q = aligned_alloc(CLAPP_ALIGN, rounded);
-    if (q)
-        memset(q, 0, rounded);
-    return q;
-}
+static void *xalloc(size_t n) { return clapp_aligned_calloc((int64_t)n, 1); }
 
 /* splitmix64 stream: W init only (the video form draws nothing per call). */
 static double init_unit(uint64_t *x)
 {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53;
+    return clapp_uniform53(x);
 }
 
 /* Windows per axis: ceil(n / p). */

@@ -10,18 +10,8 @@
 #include <strings.h>
 
 #include "pipeline.h"
+#include "clapp/plugin_util.h"
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* A table entry with min == max == 0 (or min > max) declares no range. */
 static int has_range(const clapp_param_desc *d)
@@ -133,7 +123,7 @@ int clapp_param_parse(const clapp_param_desc *d, const char *text, clapp_param_v
         if (parse_int(text, &v) < 0 ||
             (has_range(d) && ((double)v < d->min || (double)v > d->max))) {
             format_range(d, range, sizeof range);
-            set_err(err, errlen, "%s=%s: expected %s", d->name, text, range);
+            clapp_set_err(err, errlen, "%s=%s: expected %s", d->name, text, range);
             return CLAPP_E_INVAL;
         }
         out->i = v;
@@ -148,7 +138,7 @@ int clapp_param_parse(const clapp_param_desc *d, const char *text, clapp_param_v
         if (!end || end == text || *end != '\0' || !isfinite(v) ||
             (has_range(d) && (v < d->min || v > d->max))) {
             format_range(d, range, sizeof range);
-            set_err(err, errlen, "%s=%s: expected %s", d->name, text, range);
+            clapp_set_err(err, errlen, "%s=%s: expected %s", d->name, text, range);
             return CLAPP_E_INVAL;
         }
         out->f = v;
@@ -166,14 +156,14 @@ int clapp_param_parse(const clapp_param_desc *d, const char *text, clapp_param_v
             if (strcasecmp(text, no[k]) == 0)
                 return CLAPP_OK;
         }
-        set_err(err, errlen, "%s=%s: expected a boolean (true|false|1|0|yes|no|on|off)", d->name,
+        clapp_set_err(err, errlen, "%s=%s: expected a boolean (true|false|1|0|yes|no|on|off)", d->name,
                 text);
         return CLAPP_E_INVAL;
     }
     case CLAPP_PARAM_STRING:
         *owned = strdup(text);
         if (!*owned) {
-            set_err(err, errlen, "%s: out of memory", d->name);
+            clapp_set_err(err, errlen, "%s: out of memory", d->name);
             return CLAPP_E_NOMEM;
         }
         out->s = *owned;
@@ -183,13 +173,13 @@ int clapp_param_parse(const clapp_param_desc *d, const char *text, clapp_param_v
         size_t len = 0;
         int idx = enum_index(d->choices, text, &start, &len);
         if (idx < 0) {
-            set_err(err, errlen, "%s=%s: valid choices are %s", d->name, text,
+            clapp_set_err(err, errlen, "%s=%s: valid choices are %s", d->name, text,
                     d->choices ? d->choices : "(none)");
             return CLAPP_E_INVAL;
         }
         *owned = dup_n(start, len);
         if (!*owned) {
-            set_err(err, errlen, "%s: out of memory", d->name);
+            clapp_set_err(err, errlen, "%s: out of memory", d->name);
             return CLAPP_E_NOMEM;
         }
         out->i = idx;
@@ -198,7 +188,7 @@ int clapp_param_parse(const clapp_param_desc *d, const char *text, clapp_param_v
         return CLAPP_OK;
     }
     }
-    set_err(err, errlen, "%s: parameter type %d is not known", d->name, (int)d->type);
+    clapp_set_err(err, errlen, "%s: parameter type %d is not known", d->name, (int)d->type);
     return CLAPP_E_INVAL;
 }
 

@@ -1,6 +1,7 @@
 /* Pipeline descriptions: tokenizer/parser, default names, --set overrides,
  * resolution against the registry, and the canonical dump. */
 #include "pipeline.h"
+#include "clapp/plugin_util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -10,17 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static int is_ident_start(int c)
 {
@@ -96,7 +86,7 @@ static void scan_err(const scanner *sc, int line, int col, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    set_err(sc->err, sc->errlen, "%s:%d:%d: %s", sc->file, line, col, msg);
+    clapp_set_err(sc->err, sc->errlen, "%s:%d:%d: %s", sc->file, line, col, msg);
 }
 
 /* Length of a backslash-newline continuation at the cursor ('\', optional
@@ -235,12 +225,12 @@ int clapp_pipeline_insert(clapp_pipeline_desc *pd, int after, const char *type, 
     int rc = CLAPP_E_NOMEM;
 
     if (after < 0 || after >= pd->n || !valid_elem_name(type) || !valid_elem_name(name)) {
-        set_err(err, errlen, "%s: cannot insert '%s' named '%s' after element %d", pd->file,
+        clapp_set_err(err, errlen, "%s: cannot insert '%s' named '%s' after element %d", pd->file,
                 type, name, after);
         return CLAPP_E_INVAL;
     }
     if (clapp_pipeline_find(pd, name) >= 0) {
-        set_err(err, errlen, "%s: an element named '%s' exists already", pd->file, name);
+        clapp_set_err(err, errlen, "%s: an element named '%s' exists already", pd->file, name);
         return CLAPP_E_INVAL;
     }
     memset(&e, 0, sizeof e);
@@ -266,7 +256,7 @@ int clapp_pipeline_insert(clapp_pipeline_desc *pd, int after, const char *type, 
     return CLAPP_OK;
 fail:
     free_elem(&e);
-    set_err(err, errlen, "%s: out of memory", pd->file);
+    clapp_set_err(err, errlen, "%s: out of memory", pd->file);
     return rc;
 }
 
@@ -465,7 +455,7 @@ static int parse_elements(clapp_pipeline_desc *pd, scanner *sc)
             if (rc < 0) {
                 free(key);
                 if (rc == CLAPP_E_NOMEM)
-                    set_err(sc->err, sc->errlen, "%s: out of memory", sc->file);
+                    clapp_set_err(sc->err, sc->errlen, "%s: out of memory", sc->file);
                 return rc;
             }
             if (strcmp(key, "name") == 0) {
@@ -507,7 +497,7 @@ static int parse_elements(clapp_pipeline_desc *pd, scanner *sc)
             if (add_kv(e, key, value, kline, kcol) < 0) {
                 free(key);
                 free(value);
-                set_err(sc->err, sc->errlen, "%s: out of memory", sc->file);
+                clapp_set_err(sc->err, sc->errlen, "%s: out of memory", sc->file);
                 return CLAPP_E_NOMEM;
             }
         }
@@ -524,7 +514,7 @@ int clapp_pipeline_parse(clapp_pipeline_desc *pd, const char *text, const char *
     pd->file = strdup(file ? file : "<string>");
     pd->text = strdup(text ? text : "");
     if (!pd->file || !pd->text) {
-        set_err(err, errlen, "%s: out of memory", file ? file : "<string>");
+        clapp_set_err(err, errlen, "%s: out of memory", file ? file : "<string>");
         rc = CLAPP_E_NOMEM;
         goto fail;
     }
@@ -540,7 +530,7 @@ int clapp_pipeline_parse(clapp_pipeline_desc *pd, const char *text, const char *
         goto fail;
     rc = assign_default_names(pd);
     if (rc < 0) {
-        set_err(err, errlen, "%s: out of memory", pd->file);
+        clapp_set_err(err, errlen, "%s: out of memory", pd->file);
         goto fail;
     }
     return CLAPP_OK;
@@ -566,7 +556,7 @@ int clapp_pipeline_parse_file(clapp_pipeline_desc *pd, const char *path, char *e
         if (cap - n < 4096) {
             char *b = realloc(buf, cap ? cap * 2 : 8192);
             if (!b) {
-                set_err(err, errlen, "%s: out of memory", path);
+                clapp_set_err(err, errlen, "%s: out of memory", path);
                 rc = CLAPP_E_NOMEM;
                 goto fail;
             }
@@ -582,14 +572,14 @@ int clapp_pipeline_parse_file(clapp_pipeline_desc *pd, const char *path, char *e
         goto io_fail;
     buf[n] = '\0';
     if (strlen(buf) != n) {
-        set_err(err, errlen, "%s: not a text file (contains a NUL byte)", path);
+        clapp_set_err(err, errlen, "%s: not a text file (contains a NUL byte)", path);
         rc = CLAPP_E_FORMAT;
         goto fail;
     }
     rc = clapp_pipeline_parse(pd, buf, path, err, errlen);
     goto done;
 io_fail:
-    set_err(err, errlen, "%s: cannot read (%s)", path, strerror(errno));
+    clapp_set_err(err, errlen, "%s: cannot read (%s)", path, strerror(errno));
     rc = CLAPP_E_IO;
 fail:
 done:
@@ -616,30 +606,30 @@ int clapp_pipeline_set(clapp_pipeline_desc *pd, const char *assignment, char *er
             if (*p == '.')
                 dot = p;
     if (!eq || !dot || dot == assignment || dot + 1 == eq) {
-        set_err(err, errlen, "--set %s: expected NAME.KEY=VALUE", assignment);
+        clapp_set_err(err, errlen, "--set %s: expected NAME.KEY=VALUE", assignment);
         goto fail;
     }
     name = strndup(assignment, (size_t)(dot - assignment));
     key = strndup(dot + 1, (size_t)(eq - dot - 1));
     value = strdup(eq + 1);
     if (!name || !key || !value) {
-        set_err(err, errlen, "--set %s: out of memory", assignment);
+        clapp_set_err(err, errlen, "--set %s: out of memory", assignment);
         rc = CLAPP_E_NOMEM;
         goto fail;
     }
     if (!valid_key(key)) {
-        set_err(err, errlen, "--set %s: '%s' is not a valid key ([A-Za-z_][A-Za-z0-9_]*)",
+        clapp_set_err(err, errlen, "--set %s: '%s' is not a valid key ([A-Za-z_][A-Za-z0-9_]*)",
                 assignment, key);
         goto fail;
     }
     if (strcmp(key, "name") == 0) {
-        set_err(err, errlen, "--set %s: elements cannot be renamed with --set", assignment);
+        clapp_set_err(err, errlen, "--set %s: elements cannot be renamed with --set", assignment);
         goto fail;
     }
     idx = clapp_pipeline_find(pd, name);
     if (idx < 0) {
         size_t used;
-        set_err(err, errlen, "--set %s: no element named '%s'; elements:", assignment, name);
+        clapp_set_err(err, errlen, "--set %s: no element named '%s'; elements:", assignment, name);
         for (int i = 0; err && i < pd->n; i++) {
             used = strlen(err);
             if (used + 1 < errlen)
@@ -662,7 +652,7 @@ int clapp_pipeline_set(clapp_pipeline_desc *pd, const char *assignment, char *er
     }
     rc = add_kv(e, key, value, 0, 0);
     if (rc < 0) {
-        set_err(err, errlen, "--set %s: out of memory", assignment);
+        clapp_set_err(err, errlen, "--set %s: out of memory", assignment);
         goto fail;
     }
     free(name);
@@ -768,13 +758,13 @@ static int resolve_type(const clapp_pipeline_desc *pd, clapp_pipe_elem *e,
         return CLAPP_OK;
     ids = malloc((size_t)(reg->n > 0 ? reg->n : 1) * sizeof *ids);
     if (!ids) {
-        set_err(err, errlen, "%s: out of memory", pd->file);
+        clapp_set_err(err, errlen, "%s: out of memory", pd->file);
         return CLAPP_E_NOMEM;
     }
     for (int32_t i = 0; i < reg->n; i++)
         ids[i] = reg->items[i].desc->id;
     qsort(ids, (size_t)reg->n, sizeof *ids, cmp_str);
-    set_err(err, errlen, "%s:%d:%d: unknown element '%s'", pd->file, e->line, e->col, e->type);
+    clapp_set_err(err, errlen, "%s:%d:%d: unknown element '%s'", pd->file, e->line, e->col, e->type);
     s = suggest(e->type, ids, reg->n);
     if (s)
         append(err, errlen, "; did you mean '%s'?", s);
@@ -794,7 +784,7 @@ static int unknown_key(const clapp_pipeline_desc *pd, const clapp_pipe_elem *e,
     const char *s;
     char where[512];
     if (!keys) {
-        set_err(err, errlen, "%s: out of memory", pd->file);
+        clapp_set_err(err, errlen, "%s: out of memory", pd->file);
         return CLAPP_E_NOMEM;
     }
     for (int32_t k = 0; k < d->n_params; k++)
@@ -805,7 +795,7 @@ static int unknown_key(const clapp_pipeline_desc *pd, const clapp_pipe_elem *e,
         keys[n++] = "learn";
     }
     kv_where(pd, e, kv, where, sizeof where);
-    set_err(err, errlen, "%s: unknown key '%s' for %s", where, kv->key, e->type);
+    clapp_set_err(err, errlen, "%s: unknown key '%s' for %s", where, kv->key, e->type);
     s = suggest(kv->key, keys, n);
     if (s)
         append(err, errlen, "; did you mean '%s'?", s);
@@ -833,7 +823,7 @@ static int resolve_elem(const clapp_pipeline_desc *pd, clapp_pipe_elem *e,
         e->values = calloc((size_t)d->n_params, sizeof *e->values);
         e->value_text = calloc((size_t)d->n_params, sizeof *e->value_text);
         if (!e->values || !e->value_text) {
-            set_err(err, errlen, "%s: out of memory", pd->file);
+            clapp_set_err(err, errlen, "%s: out of memory", pd->file);
             return CLAPP_E_NOMEM;
         }
     }
@@ -855,7 +845,7 @@ static int resolve_elem(const clapp_pipeline_desc *pd, clapp_pipe_elem *e,
         if (!strcmp(pdsc->name, "name") ||
             (has_host_lr(d) && (!strcmp(pdsc->name, "lr") || !strcmp(pdsc->name, "learn")))) {
             /* A descriptor bug: the host key would hide the parameter. */
-            set_err(err, errlen, "%s:%d:%d: element '%s' declares parameter '%s', which is a "
+            clapp_set_err(err, errlen, "%s:%d:%d: element '%s' declares parameter '%s', which is a "
                     "host key; the plugin must rename it", pd->file, e->line, e->col, d->id,
                     pdsc->name);
             return CLAPP_E_INVAL;
@@ -865,9 +855,9 @@ static int resolve_elem(const clapp_pipeline_desc *pd, clapp_pipe_elem *e,
         if (rc < 0) {
             if (kv) {
                 kv_where(pd, e, kv, where, sizeof where);
-                set_err(err, errlen, "%s: %s '%s': %s", where, e->type, e->name, msg);
+                clapp_set_err(err, errlen, "%s: %s '%s': %s", where, e->type, e->name, msg);
             } else {
-                set_err(err, errlen, "%s:%d:%d: %s '%s': the element's default is invalid: %s",
+                clapp_set_err(err, errlen, "%s:%d:%d: %s '%s': the element's default is invalid: %s",
                         pd->file, e->line, e->col, e->type, e->name, msg);
             }
             return rc;
@@ -878,7 +868,7 @@ static int resolve_elem(const clapp_pipeline_desc *pd, clapp_pipe_elem *e,
         } else {
             e->value_text[p] = clapp_param_to_text(pdsc, &e->values[p]);
             if (!e->value_text[p]) {
-                set_err(err, errlen, "%s: out of memory", pd->file);
+                clapp_set_err(err, errlen, "%s: out of memory", pd->file);
                 return CLAPP_E_NOMEM;
             }
         }
@@ -897,7 +887,7 @@ static int resolve_elem(const clapp_pipeline_desc *pd, clapp_pipe_elem *e,
         free(owned);
         if (rc < 0) {
             kv_where(pd, e, kv, where, sizeof where);
-            set_err(err, errlen, "%s: %s '%s': %s", where, e->type, e->name, msg);
+            clapp_set_err(err, errlen, "%s: %s '%s': %s", where, e->type, e->name, msg);
             return rc;
         }
         if (hd == &lr_desc)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "source.h"
+#include "clapp/plugin_util.h"
 
 #define WHO "source"
 
@@ -68,21 +69,14 @@ struct clapp_source {
     atomic_int      failed, done;
 };
 
-/* splitmix64: small, good enough for shuffles and window starts. */
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+/* splitmix64 (clapp_splitmix64): small, good enough for shuffles and window starts. */
 
 /* Uniform in [0, n) without modulo bias. */
 static uint64_t rng_below(uint64_t *s, uint64_t n)
 {
     uint64_t limit = UINT64_MAX - UINT64_MAX % n, x;
     do
-        x = splitmix64(s);
+        x = clapp_splitmix64(s);
     while (x >= limit);
     return x % n;
 }

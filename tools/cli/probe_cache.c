@@ -1,5 +1,6 @@
 /* The frozen features a probe sees, captured once and replayed (probe_cache.h). */
 #include "probe_cache.h"
+#include "clapp/plugin_util.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -7,10 +8,7 @@
 
 uint64_t cli_mix64(uint64_t z)
 {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return clapp_mix64(z + 0x9e3779b97f4a7c15ull);
 }
 
 int cli_probe_cache_init(cli_probe_cache *c, const clapp_stream_info *in, cli_cache_form form)

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "clapp/clapp.h"
+#include "clapp/plugin_util.h"
 #include "cli.h"
 
 #define V_SAMPLES 24      /* finite-difference samples per tensor */
@@ -58,12 +59,7 @@ static void check(vctx *v, int ok, const char *fmt, ...)
 
 static double v_unit(uint64_t *s)
 {
-    /* splitmix64 -> [0, 1) */
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53;
+    return clapp_uniform53(s);
 }
 
 static int v_create(vctx *v, uint64_t seed, void **inst)
