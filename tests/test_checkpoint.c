@@ -10,8 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
-#include "graph.h"
+#include "storage/checkpoint.h"
+#include "graph/graph.h"
 #include "testutil.h"
 
 typedef struct env {

@@ -1,4 +1,4 @@
-/* Direct feedback (a loss element with context=, core/graph.c): the targets
+/* Direct feedback (a loss element with context=, core/graph/graph.c): the targets
  * are the own layer's output, the context a later layer's output, detached.
  *
  * 1. one SGD step: the gradients of the layer (weight, bias) and of W_k equal
@@ -15,10 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
-#include "graph.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "storage/checkpoint.h"
+#include "graph/graph.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
 
 #define LANES 2

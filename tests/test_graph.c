@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "graph/graph.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
 
 typedef struct fixture {

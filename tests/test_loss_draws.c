@@ -1,5 +1,5 @@
 /* The loss element's random draws and the defaults that follow the reference
- * codes (core/loss.c, core/graph.c, core/checkpoint.c):
+ * codes (core/learning/loss.c, core/graph/graph.c, core/storage/checkpoint.c):
  *
  * 1. per-step negatives differ across k and are uniform over the pool with
  *    replacement (chi-square over many draws); shared ones are one set per
@@ -19,11 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
-#include "graph.h"
-#include "loss.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "storage/checkpoint.h"
+#include "graph/graph.h"
+#include "learning/loss.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
 
 static uint64_t trng = 0x2545F4914F6CDD1Dull;

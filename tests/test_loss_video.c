@@ -1,4 +1,4 @@
-/* The video form of the contrastive loss (core/loss_video.c).
+/* The video form of the contrastive loss (core/learning/loss_video.c).
  *
  * 1. finite differences of the loss value against the engine's gradients
  *    (z == c, W; separate z and c streams; detach_context) for hinge and
@@ -20,10 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph.h"
-#include "loss_video.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "graph/graph.h"
+#include "learning/loss_video.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -647,7 +647,7 @@ static void test_edges(void **state)
     p.mode = CLAPP_LOSS_CLAPP;
     assert_int_equal(clapp_loss_video_create(&L, &p, 2, 2, 2, 2, 2, 5, &host, "v"),
                      CLAPP_E_UNSUPPORTED);
-    assert_int_equal(tu_log_count(&log, "core/loss_video.c: mode=clapp"), 1);
+    assert_int_equal(tu_log_count(&log, "core/learning/loss_video.c: mode=clapp"), 1);
     p.mode = CLAPP_LOSS_CLAPP_S;
     p.retro = 1;
     assert_int_equal(clapp_loss_video_create(&L, &p, 2, 2, 2, 2, 2, 5, &host, "v"),
@@ -660,7 +660,7 @@ static void test_edges(void **state)
     vb_init(&bad, 2, 2, 5, 3, 2, lens_ok);
     assert_int_equal(clapp_loss_video_compute(L, &bad.blk, &bad.blk, NULL, NULL, &st),
                      CLAPP_E_SHAPE);
-    assert_int_equal(tu_log_count(&log, "core/loss_video.c: channels"), 1);
+    assert_int_equal(tu_log_count(&log, "core/learning/loss_video.c: channels"), 1);
     clapp_tensor_free(&bad.blk.x);
     /* more steps than the capacity */
     vb_init(&bad, 2, 2, 6, 2, 2, lens_ok);

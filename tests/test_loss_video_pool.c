@@ -1,4 +1,4 @@
-/* The pooled video form of the contrastive loss (core/loss_video.h, pool=).
+/* The pooled video form of the contrastive loss (core/learning/loss_video.h, pool=).
  *
  * 1. an independent double formulation (pool the pixels, score every
  *    context/target pair with a full W_k, loss and gradients by loops, the
@@ -21,10 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph.h"
-#include "loss_video.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "graph/graph.h"
+#include "learning/loss_video.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
 
 typedef struct trng { uint64_t s; } trng;

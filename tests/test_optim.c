@@ -11,11 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
-#include "graph.h"
-#include "optim.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "storage/checkpoint.h"
+#include "graph/graph.h"
+#include "learning/optim.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
 
 #define CLAPP_BIN CLAPP_TEST_BINARY_DIR "/clapp"

@@ -7,8 +7,9 @@
 
 #include "testutil.h"
 
-#include "pipeline.h"
-#include "registry.h"
+#include "graph/pipeline.h"
+#include "graph/params.h"
+#include "graph/registry.h"
 
 /* ---- descriptors used by the tests (parameter tables only) ---------------- */
 

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "testutil.h"
-#include "checkpoint.h"
+#include "storage/checkpoint.h"
 
 #define CLAPP_BIN CLAPP_TEST_BINARY_DIR "/clapp"
 

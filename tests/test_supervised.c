@@ -1,4 +1,4 @@
-/* The supervised loss element (core/loss_supervised.c).
+/* The supervised loss element (core/learning/loss_supervised.c).
  *
  * 1. an independent double formulation (loops: logits, log-softmax, the
  *    gradients of the mean cross-entropy), its gradients checked by central
@@ -25,11 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
-#include "graph.h"
-#include "loss_supervised.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "storage/checkpoint.h"
+#include "graph/graph.h"
+#include "learning/loss_supervised.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
 
 typedef struct trng { uint64_t s; } trng;

@@ -83,7 +83,7 @@
 #include "clapp/plugin.h"
 #include "clapp/plugin_util.h"
 #include "espeak_cmu41.h"
-#include "manifest.h"
+#include "media/manifest.h"
 
 cst_voice *register_cmu_us_slt(const char *voxdir);
 cst_voice *register_cmu_us_rms(const char *voxdir);

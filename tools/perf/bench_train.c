@@ -22,9 +22,9 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "graph.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "graph/graph.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 
 static double now(void)
 {

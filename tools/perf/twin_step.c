@@ -32,10 +32,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "checkpoint.h"
-#include "graph.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "storage/checkpoint.h"
+#include "graph/graph.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 
 #define TS_ERR(...)                                                   \
     do {                                                              \

@@ -1,6 +1,6 @@
 /* The graph runtime. */
 #define _GNU_SOURCE
-#include "graph.h"
+#include "graph/graph.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -72,8 +72,8 @@ static int64_t step_features(const clapp_stream_info *s)
     return d;
 }
 
-/* The `clapp` element's two forms (form=flat: core/loss.h; form=video:
- * core/loss_video.h) behind one small interface; a node holds one of them. */
+/* The `clapp` element's two forms (form=flat: core/learning/loss.h; form=video:
+ * core/learning/loss_video.h) behind one small interface; a node holds one of them. */
 enum { LOSS_FORM_AUTO = 0, LOSS_FORM_FLAT = 1, LOSS_FORM_VIDEO = 2 };
 
 static int loss_tensors(clapp_node *nd)

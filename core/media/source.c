@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "source.h"
+#include "media/source.h"
 #include "clapp/plugin_util.h"
 
 #define WHO "source"

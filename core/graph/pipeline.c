@@ -1,6 +1,7 @@
 /* Pipeline descriptions: tokenizer/parser, default names, --set overrides,
  * resolution against the registry, and the canonical dump. */
-#include "pipeline.h"
+#include "graph/pipeline.h"
+#include "graph/params.h"
 #include "clapp/plugin_util.h"
 
 #include <ctype.h>

@@ -15,7 +15,7 @@
  * [Cz*G] / [Cc*G] instead (one position per row, so the same GEMMs apply a
  * full W_k) and spreads the row gradients back over each window's pixels.
  */
-#include "loss_video.h"
+#include "learning/loss_video.h"
 #include "clapp/plugin_util.h"
 
 #include <cblas.h>
@@ -53,7 +53,7 @@ struct clapp_loss_video {
 #define VERR(rc_, ...)                                                      \
     do {                                                                    \
         clapp_host_log(host, CLAPP_LOG_ERROR, name ? name : "clapp",        \
-                       "core/loss_video.c: " __VA_ARGS__);                 \
+                       "core/learning/loss_video.c: " __VA_ARGS__);                 \
         rc = (rc_);                                                         \
         goto fail;                                                          \
     } while (0)

@@ -17,7 +17,7 @@
  * one 4096-frame libsndfile read); video keeps at most two decoded frames
  * (the fps rule needs the next one) and one scaled picture.
  */
-#include "decode.h"
+#include "media/decode.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -1,6 +1,6 @@
 /* The element registry and the plugin loader. */
 #define _GNU_SOURCE
-#include "registry.h"
+#include "graph/registry.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "builtin.h"
+#include "graph/builtin.h"
 
 #ifndef CLAPP_BUILD_PLUGIN_DIR
 #define CLAPP_BUILD_PLUGIN_DIR ""

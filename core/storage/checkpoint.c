@@ -1,6 +1,6 @@
 /* Safetensors checkpoints of a graph. */
 #define _GNU_SOURCE
-#include "checkpoint.h"
+#include "storage/checkpoint.h"
 
 #include <cJSON.h>
 #include <errno.h>

@@ -58,7 +58,7 @@
 #include <stdint.h>
 
 #include "clapp/plugin.h"
-#include "loss.h"
+#include "learning/loss.h"
 
 typedef struct clapp_loss_video clapp_loss_video;
 

@@ -21,7 +21,7 @@
  *
  * Diagnostics (clapp_graph_params.diag_every = N > 0): on the first block and
  * every N-th, each layer's output gets its dead-channel fraction and
- * participation ratio (core/diag.h), and each learning element the L2 norms
+ * participation ratio (core/learning/diag.h), and each learning element the L2 norms
  * of its gradient (before clipping), of its update and of its weights; they
  * are in the nodes' `diag` until the next such block (graph.diag_block).
  */
@@ -32,13 +32,13 @@
 #include <stdio.h>
 
 #include "clapp/plugin.h"
-#include "diag.h"
-#include "loss.h"
-#include "loss_supervised.h"
-#include "loss_video.h"
-#include "optim.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "learning/diag.h"
+#include "learning/loss.h"
+#include "learning/loss_supervised.h"
+#include "learning/loss_video.h"
+#include "learning/optim.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 
 typedef struct clapp_graph_params {
     int                learn;    /* 1: train; 0: frozen inference */
@@ -64,7 +64,7 @@ typedef struct clapp_node {
     void                    *inst;        /* plugin instance (layers, sinks) */
     clapp_loss              *loss;        /* loss elements, flat form */
     clapp_loss_video        *loss_video;  /* loss elements, video form (form=video/auto on 5-D) */
-    clapp_loss_supervised   *loss_sup;    /* the `supervised` element (core/loss_supervised.h) */
+    clapp_loss_supervised   *loss_sup;    /* the `supervised` element (core/learning/loss_supervised.h) */
     clapp_loss_params        loss_params;
     int                      producer;    /* layer whose output this element sees (-1: the source) */
     int                      target;      /* loss with target=: producer of the target stream */

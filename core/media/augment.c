@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "augment.h"
+#include "media/augment.h"
 #include "clapp/plugin.h"
 #include "clapp/plugin_util.h"
 

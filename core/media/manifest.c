@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "clapp/plugin.h"
-#include "manifest.h"
+#include "media/manifest.h"
 
 static int is_url(const char *p)
 {

@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "graph.h"
+#include "graph/graph.h"
 
 typedef struct clapp_checkpoint_options {
     int with_optimizer;   /* save/restore optimizer moments and step (training resume) */

@@ -7,7 +7,7 @@
  * dX_b += W^T G are two more GEMMs. Class: the lanes' time averages are
  * the rows of one [n, D] matrix and the same three GEMMs apply.
  */
-#include "loss_supervised.h"
+#include "learning/loss_supervised.h"
 #include "clapp/plugin_util.h"
 
 #include <cblas.h>

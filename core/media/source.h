@@ -65,10 +65,10 @@
 
 #include <stdint.h>
 
-#include "augment.h"
+#include "media/augment.h"
 #include "clapp/plugin.h"
-#include "decode.h"
-#include "manifest.h"
+#include "media/decode.h"
+#include "media/manifest.h"
 
 typedef enum clapp_source_mode { CLAPP_SOURCE_STREAM = 0, CLAPP_SOURCE_WINDOW = 1 } clapp_source_mode;
 

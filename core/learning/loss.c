@@ -23,7 +23,7 @@
  * step, as in the vision code: per_step is the reference. Only the z steps
  * these draws reference are gathered.
  */
-#include "loss.h"
+#include "learning/loss.h"
 #include "clapp/plugin_util.h"
 
 #include <cblas.h>
@@ -144,7 +144,7 @@ int clapp_loss_default_grad_target(clapp_loss_mode mode, int target_in_module)
 #define LOSS_ERR(rc_, ...)                                                  \
     do {                                                                    \
         clapp_host_log(host, CLAPP_LOG_ERROR, name ? name : "clapp",        \
-                       "core/loss.c: " __VA_ARGS__);                       \
+                       "core/learning/loss.c: " __VA_ARGS__);                       \
         rc = (rc_);                                                         \
         goto fail;                                                          \
     } while (0)

@@ -1,5 +1,5 @@
 /* Parameter tables of the built-in elements. */
-#include "builtin.h"
+#include "graph/builtin.h"
 
 static const clapp_param_desc source_params[] = {
     {"kind", CLAPP_PARAM_ENUM, "audio", 0, 0, "audio|video", "media to decode"},
@@ -76,7 +76,7 @@ static const clapp_param_desc loss_params[] = {
      "targets stay this layer's output, only this layer and W_k learn"},
     {"form", CLAPP_PARAM_ENUM, "auto", 0, 0, "auto|flat|video",
      "video: [B, C, T, H, W] streams, W_k shared over positions, all other (clip, time) pairs "
-     "negative (core/loss_video.h); flat: one vector per step; auto: video for 5-D streams"},
+     "negative (core/learning/loss_video.h); flat: one vector per step; auto: video for 5-D streams"},
     {"pool", CLAPP_PARAM_STRING, "shared", 0, 0, NULL,
      "video form: shared = no pooling, W_k [C, C] shared over positions (the default); P >= 1 = "
      "z and c averaged over non-overlapping PxP windows (G = ceil(H/P) ceil(W/P)), flattened "
@@ -111,7 +111,7 @@ static const clapp_plugin_desc clapp_builtin_supervised_desc = {
     .kind = CLAPP_KIND_LOSS,
     .help = "supervised loss: its own linear classifier (weight, bias; learned by the host's "
             "optimizer) with softmax cross-entropy on the frame or clip labels; local update of "
-            "the module's layers (core/loss_supervised.h)",
+            "the module's layers (core/learning/loss_supervised.h)",
     .params = supervised_params,
     .n_params = (int32_t)(sizeof supervised_params / sizeof supervised_params[0]),
 };

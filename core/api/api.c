@@ -15,12 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
-#include "graph.h"
-#include "manifest.h"
-#include "pipeline.h"
-#include "registry.h"
-#include "source.h"
+#include "storage/checkpoint.h"
+#include "graph/graph.h"
+#include "media/manifest.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
+#include "media/source.h"
 
 #ifndef CLAPP_VERSION_STRING
 #define CLAPP_VERSION_STRING "0.0.0"

@@ -1,6 +1,6 @@
 /* Adam and SGD. */
 #define _GNU_SOURCE
-#include "optim.h"
+#include "learning/optim.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -37,7 +37,7 @@
 #include <stdint.h>
 
 #include "clapp/plugin.h"
-#include "loss.h"
+#include "learning/loss.h"
 
 typedef enum clapp_sup_labels {
     CLAPP_SUP_FRAMES = 0,   /* lane.labels at label_rate, one row per labelled step */

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "pipeline.h"
+#include "graph/params.h"
 #include "clapp/plugin_util.h"
 
 

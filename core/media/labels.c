@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "clapp/plugin.h"
-#include "manifest.h"
+#include "media/labels.h"
 
 /* ------------------------------------------------------------------------ */
 /* Label sets                                                                */

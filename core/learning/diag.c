@@ -1,5 +1,5 @@
 /* Dead channels and participation ratio of a block's features. */
-#include "diag.h"
+#include "learning/diag.h"
 
 #include <cblas.h>
 #include <math.h>
