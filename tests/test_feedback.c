@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "storage/checkpoint.h"
+#include "learning/loss_clapp.h"
 #include "graph/graph.h"
 #include "graph/pipeline.h"
 #include "graph/registry.h"
@@ -134,7 +135,7 @@ static void test_feedback_gradients(void **state)
     float *wb = copy_of(param(&r, "b", "weight")), *Wf = copy_of(param(&r, "fb", "W"));
     fill(&r, 0, 4.0);
     assert_int_equal(clapp_graph_process(&r.g, &r.blk, err, sizeof err), 0);
-    assert_int_equal(clapp_loss_last_draws(r.g.nodes[node(&r, "fb")].loss, &d), 0);
+    assert_int_equal(clapp_loss_last_draws(clapp_loss_clapp_flat(r.g.nodes[node(&r, "fb")].loss_form, r.g.nodes[node(&r, "fb")].loss_self), &d), 0);
     const clapp_block *cb = clapp_graph_output(&r.g, node(&r, "b"));
     const float *x = r.blk.x.data;
     int32_t lens[LANES];

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "storage/checkpoint.h"
+#include "learning/loss_clapp.h"
 #include "graph/graph.h"
 #include "learning/loss.h"
 #include "graph/pipeline.h"
@@ -537,7 +538,7 @@ static void test_grad_target_defaults(void **state)
         snprintf(text, sizeof text, LAYERS "! clapp name=lb steps=2 negatives=2 window=0 %s",
                  cases[i].loss);
         assert_int_equal(gfix_open(&f, text), 0);
-        assert_int_equal(f.g.nodes[4].loss_params.grad_target, cases[i].expect);
+        assert_int_equal(clapp_loss_clapp_params(f.g.nodes[4].loss_form, f.g.nodes[4].loss_self)->grad_target, cases[i].expect);
         gfix_close(&f);
     }
     /* InfoNCE with the target inside its own module (CPC end to end): true */
@@ -546,7 +547,7 @@ static void test_grad_target_defaults(void **state)
         assert_int_equal(gfix_open(&f, "source ! conv1d name=a out=4 kernel=1 stride=1 pad=0 "
                                        "! conv1d name=b out=3 kernel=1 stride=1 pad=0 "
                                        "! clapp name=l mode=infonce target=a window=0"), 0);
-        assert_int_equal(f.g.nodes[3].loss_params.grad_target, 1);
+        assert_int_equal(clapp_loss_clapp_params(f.g.nodes[3].loss_form, f.g.nodes[3].loss_self)->grad_target, 1);
         gfix_close(&f);
     }
 }
@@ -606,14 +607,14 @@ static void test_old_checkpoint(void **state)
     /* as written before the change: no loss_version */
     rename_meta_key(path, "\"loss_version\"", "\"loss_versioX\"");
     assert_int_equal(gfix_open(&f, text), 0);
-    assert_int_equal(f.g.nodes[4].loss_params.grad_target, 0);
+    assert_int_equal(clapp_loss_clapp_params(f.g.nodes[4].loss_form, f.g.nodes[4].loss_self)->grad_target, 0);
     assert_int_equal(clapp_checkpoint_load(&f.g, path, &opt, f.err, sizeof f.err), 0);
     assert_int_equal(f.g.loss_version, 1);
-    assert_int_equal(f.g.nodes[2].loss_params.neg_draw, CLAPP_LOSS_NEG_SHARED);   /* la: unset */
-    assert_int_equal(f.g.nodes[4].loss_params.neg_draw, CLAPP_LOSS_NEG_SHARED);
-    assert_int_equal(f.g.nodes[4].loss_params.grad_target, 1);   /* the old default */
-    assert_int_equal(f.g.nodes[5].loss_params.neg_draw, CLAPP_LOSS_NEG_PER_STEP); /* explicit */
-    assert_int_equal(clapp_loss_last_draws(f.g.nodes[2].loss, &d), 0);
+    assert_int_equal(clapp_loss_clapp_params(f.g.nodes[2].loss_form, f.g.nodes[2].loss_self)->neg_draw, CLAPP_LOSS_NEG_SHARED);   /* la: unset */
+    assert_int_equal(clapp_loss_clapp_params(f.g.nodes[4].loss_form, f.g.nodes[4].loss_self)->neg_draw, CLAPP_LOSS_NEG_SHARED);
+    assert_int_equal(clapp_loss_clapp_params(f.g.nodes[4].loss_form, f.g.nodes[4].loss_self)->grad_target, 1);   /* the old default */
+    assert_int_equal(clapp_loss_clapp_params(f.g.nodes[5].loss_form, f.g.nodes[5].loss_self)->neg_draw, CLAPP_LOSS_NEG_PER_STEP); /* explicit */
+    assert_int_equal(clapp_loss_last_draws(clapp_loss_clapp_flat(f.g.nodes[2].loss_form, f.g.nodes[2].loss_self), &d), 0);
     assert_false(d.per_step);
     /* saved again: still version 1, so the next resume behaves the same */
     assert_int_equal(clapp_checkpoint_save(&f.g, path, &opt, f.err, sizeof f.err), 0);

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "graph/graph.h"
+#include "learning/loss_clapp.h"
 #include "learning/loss_video.h"
 #include "graph/pipeline.h"
 #include "graph/registry.h"
@@ -773,8 +774,8 @@ static void test_graph_dispatch(void **state)
                                    "! clapp name=l steps=2", &src), 0);
     conv = &g.g.nodes[1];
     loss = &g.g.nodes[2];
-    assert_non_null(loss->loss_video);
-    assert_null(loss->loss);
+    assert_non_null(clapp_loss_clapp_video(loss->loss_form, loss->loss_self));
+    assert_null(clapp_loss_clapp_flat(loss->loss_form, loss->loss_self));
     assert_int_equal(loss->n_tensors, 1);
     assert_int_equal(loss->tensors[0].value->shape[0], 2);
     assert_int_equal(loss->tensors[0].value->shape[1], 4);
@@ -810,15 +811,15 @@ static void test_graph_dispatch(void **state)
     assert_int_equal(grun_open(&g, "source kind=video ! conv3d name=c out=4 kt=1 kh=3 kw=3 "
                                    "! clapp name=l steps=2 form=flat", &src), 0);
     loss = &g.g.nodes[2];
-    assert_null(loss->loss_video);
-    assert_non_null(loss->loss);
+    assert_null(clapp_loss_clapp_video(loss->loss_form, loss->loss_self));
+    assert_non_null(clapp_loss_clapp_flat(loss->loss_form, loss->loss_self));
     assert_int_equal(loss->tensors[0].value->shape[1], 4 * 4 * 5);
     grun_close(&g);
 
     /* auto on [B, C, T]: flat; video refused */
     assert_int_equal(grun_open(&g, "source ! conv1d name=c out=4 kernel=1 stride=1 pad=0 "
                                    "! clapp name=l steps=2", &src3), 0);
-    assert_non_null(g.g.nodes[2].loss);
+    assert_non_null(clapp_loss_clapp_flat(g.g.nodes[2].loss_form, g.g.nodes[2].loss_self));
     grun_close(&g);
     assert_int_equal(grun_open(&g, "source ! conv1d name=c out=4 kernel=1 stride=1 pad=0 "
                                    "! clapp name=l steps=2 form=video", &src3), CLAPP_E_SHAPE);

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "graph/graph.h"
+#include "learning/loss_clapp.h"
 #include "learning/loss_video.h"
 #include "graph/pipeline.h"
 #include "graph/registry.h"
@@ -667,7 +668,7 @@ static void test_graph(void **state)
     loss = &g.g.nodes[2];
     oh = conv->out_info.shape[3];
     ow = conv->out_info.shape[4];
-    assert_non_null(loss->loss_video);
+    assert_non_null(clapp_loss_clapp_video(loss->loss_form, loss->loss_self));
     assert_int_equal(loss->tensors[0].value->shape[1], 4 * ((oh + 1) / 2) * ((ow + 1) / 2));
     assert_int_equal(loss->tensors[0].value->shape[2], 4 * ((oh + 1) / 2) * ((ow + 1) / 2));
     vb_init(&in, 2, 3, 7, 7, 8, lens);

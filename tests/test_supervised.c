@@ -420,7 +420,7 @@ static void test_labels_as_probe(void **state)
         assert_int_equal(clapp_graph_process(&g.g, &blk, g.err, sizeof g.err), 0);
         out = &g.g.nodes[c].out;
         To = out->x.shape[2];
-        clapp_loss_supervised_last(g.g.nodes[s].loss_sup, &rows, &correct, &lab_of);
+        clapp_loss_supervised_last(clapp_loss_supervised_of(g.g.nodes[s].loss_form, g.g.nodes[s].loss_self), &rows, &correct, &lab_of);
         /* the documented formula, at the layer's rate and pts */
         for (int b = 0; b < B; b++)
             for (int64_t t = 0; t < To; t++) {
@@ -552,7 +552,7 @@ static void run_blocks(grun *g, trainer *tr, int64_t from, int64_t to, const cha
         for (int j = 0; j < nsup; j++) {
             const clapp_node *nd = &g->g.nodes[find_node(g, sups[j])];
             int64_t rows, correct;
-            clapp_loss_supervised_last(nd->loss_sup, &rows, &correct, NULL);
+            clapp_loss_supervised_last(clapp_loss_supervised_of(nd->loss_form, nd->loss_self), &rows, &correct, NULL);
             assert_true(rows > 0);
             loss[j] += nd->last.loss / (double)(to - from);
             acc[j] += (double)correct / (double)rows / (double)(to - from);

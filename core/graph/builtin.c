@@ -47,78 +47,7 @@ const clapp_plugin_desc clapp_builtin_source_desc = {
     .n_params = (int32_t)(sizeof source_params / sizeof source_params[0]),
 };
 
-static const clapp_param_desc loss_params[] = {
-    {"mode", CLAPP_PARAM_ENUM, "clapp-s", 0, 0, "clapp-s|clapp|hinge-cpc|infonce",
-     "clapp-s: hinge, pos+neg every step; clapp: pos or neg per lane (saccade); "
-     "hinge-cpc: hinge at the top; infonce: CPC/GIM softmax"},
-    {"steps", CLAPP_PARAM_INT, "12", 1, 4096, NULL, "prediction steps K (one W_k each)"},
-    {"negatives", CLAPP_PARAM_INT, "10", 1, 100000, NULL, "negatives per positive (clapp mode uses 1)"},
-    {"neg_draw", CLAPP_PARAM_ENUM, "per_step", 0, 0, "per_step|shared",
-     "per_step: fresh negatives for every prediction step k (GIM, vision code); shared: one set "
-     "per context for all k (checkpoints before loss version 2)"},
-    {"neg_exclude_self", CLAPP_PARAM_BOOL, "false", 0, 1, NULL,
-     "clapp mode: the negative lane is never the context's own lane (default: uniform over all "
-     "lanes, as the reference)"},
-    {"window", CLAPP_PARAM_INT, "128", 0, 100000000, NULL,
-     "positives window: pairs come from one random window of this many steps (0: all)"},
-    {"retro", CLAPP_PARAM_BOOL, "false", 0, 1, NULL,
-     "independent W_retro for the context path (no weight transport)"},
-    {"detach_context", CLAPP_PARAM_BOOL, "false", 0, 1, NULL,
-     "no gradient through the context (block_grad variant)"},
-    {"target", CLAPP_PARAM_STRING, "", 0, 0, NULL,
-     "predict the output of this element instead of the input's own future"},
-    {"grad_target", CLAPP_PARAM_ENUM, "auto", 0, 0, "auto|true|false",
-     "with target=: also update the target element through its target role; auto: true for "
-     "clapp-s and clapp (the appendix); infonce and hinge-cpc: false across modules (GIM), "
-     "true inside the context's module (CPC end to end)"},
-    {"context", CLAPP_PARAM_STRING, "", 0, 0, NULL,
-     "direct feedback: take the context from this later layer (same rate and lanes), detached; "
-     "targets stay this layer's output, only this layer and W_k learn"},
-    {"form", CLAPP_PARAM_ENUM, "auto", 0, 0, "auto|flat|video",
-     "video: [B, C, T, H, W] streams, W_k shared over positions, all other (clip, time) pairs "
-     "negative (core/learning/loss_video.h); flat: one vector per step; auto: video for 5-D streams"},
-    {"pool", CLAPP_PARAM_STRING, "shared", 0, 0, NULL,
-     "video form: shared = no pooling, W_k [C, C] shared over positions (the default); P >= 1 = "
-     "z and c averaged over non-overlapping PxP windows (G = ceil(H/P) ceil(W/P)), flattened "
-     "channel-major, one FULL W_k [C*G, C*G] coupling positions (CLAPP++); frame or 0 = the "
-     "whole-frame mean (G = 1). W holds K (C G)^2 floats, refused above 2^26 (256 MiB)"},
-};
-
-const clapp_plugin_desc clapp_builtin_loss_desc = {
-    .struct_size = sizeof(clapp_plugin_desc),
-    .id = "clapp",
-    .version = "1.0.0",
-    .kind = CLAPP_KIND_LOSS,
-    .help = "contrastive predictive loss on the module output; local update of the module's layers",
-    .params = loss_params,
-    .n_params = (int32_t)(sizeof loss_params / sizeof loss_params[0]),
-};
-
-static const clapp_param_desc supervised_params[] = {
-    {"classes", CLAPP_PARAM_INT, "41", 2, 1 << 20, NULL, "number of label classes (41: flite/CMU phones)"},
-    {"labels", CLAPP_PARAM_ENUM, "frames", 0, 0, "frames|class",
-     "frames: each valid step gets the frame label at its centre, as probe_phoneme reads it "
-     "(unlabelled steps skipped); class: the lane's class_label on the time average of its valid "
-     "steps in the block, as probe_action (clips without a label skipped)"},
-};
-
-/* The paper's reference algorithms (appendix): at the top of one module,
- * supervised end to end; after every layer, greedy supervised. */
-static const clapp_plugin_desc clapp_builtin_supervised_desc = {
-    .struct_size = sizeof(clapp_plugin_desc),
-    .id = "supervised",
-    .version = "1.0.0",
-    .kind = CLAPP_KIND_LOSS,
-    .help = "supervised loss: its own linear classifier (weight, bias; learned by the host's "
-            "optimizer) with softmax cross-entropy on the frame or clip labels; local update of "
-            "the module's layers (core/learning/loss_supervised.h)",
-    .params = supervised_params,
-    .n_params = (int32_t)(sizeof supervised_params / sizeof supervised_params[0]),
-};
-
 const clapp_plugin_desc *const clapp_builtin_descs[] = {
     &clapp_builtin_source_desc,
-    &clapp_builtin_loss_desc,
-    &clapp_builtin_supervised_desc,
     NULL,
 };

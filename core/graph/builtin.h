@@ -1,5 +1,6 @@
-/* clapp core — descriptors of the elements the core implements itself:
- * `source` (media decoding) and `clapp` (the contrastive loss element).
+/* clapp core — the descriptor of the `source` element (media decoding), which
+ * the core implements itself; the loss elements' descriptors are their forms'
+ * (learning/loss_form.h), and the registry lists both.
  * They share the plugin descriptor type so that inspect, the pipeline
  * resolver and error messages treat every element alike; only their
  * parameter tables are used (the function pointers are NULL). */
@@ -11,6 +12,5 @@
 /* NULL-terminated. */
 extern const clapp_plugin_desc *const clapp_builtin_descs[];
 extern const clapp_plugin_desc clapp_builtin_source_desc;
-extern const clapp_plugin_desc clapp_builtin_loss_desc;
 
 #endif

@@ -63,59 +63,29 @@ static void free_block(clapp_block *b)
     memset(b, 0, sizeof *b);
 }
 
-/* Feature size per time step of a stream: C (audio) or C*H*W (video). */
-static int64_t step_features(const clapp_stream_info *s)
-{
-    int64_t d = s->shape[1];
-    for (int i = 3; i < s->ndim; i++)
-        d *= s->shape[i];
-    return d;
-}
-
-/* The `clapp` element's two forms (form=flat: core/learning/loss.h; form=video:
- * core/learning/loss_video.h) behind one small interface; a node holds one of them. */
-enum { LOSS_FORM_AUTO = 0, LOSS_FORM_FLAT = 1, LOSS_FORM_VIDEO = 2 };
-
-static int loss_tensors(clapp_node *nd)
-{
-    if (nd->loss_sup)
-        return clapp_loss_supervised_tensors(nd->loss_sup, &nd->tensors, &nd->n_tensors);
-    if (nd->loss_video)
-        return clapp_loss_video_tensors(nd->loss_video, &nd->tensors, &nd->n_tensors);
-    return clapp_loss_tensors(nd->loss, &nd->tensors, &nd->n_tensors);
-}
-
 static int loss_compute(clapp_node *nd, const clapp_block *z, const clapp_block *c,
                         clapp_tensor *grad_z, clapp_tensor *grad_c)
 {
-    if (nd->loss_sup)   /* no target: z is c, one gradient */
-        return clapp_loss_supervised_compute(nd->loss_sup, c, grad_c ? grad_c : grad_z, &nd->last);
-    if (nd->loss_video)
-        return clapp_loss_video_compute(nd->loss_video, z, c, grad_z, grad_c, &nd->last);
-    return clapp_loss_compute(nd->loss, z, c, grad_z, grad_c, &nd->last);
+    return nd->loss_form->compute(nd->loss_self, z, c, grad_z, grad_c, &nd->last);
 }
 
 static void loss_destroy(clapp_node *nd)
 {
-    clapp_loss_video_destroy(nd->loss_video);
-    clapp_loss_supervised_destroy(nd->loss_sup);
-    nd->loss_sup = NULL;
-    clapp_loss_destroy(nd->loss);
-    nd->loss_video = NULL;
-    nd->loss = NULL;
+    if (nd->loss_form && nd->loss_self)
+        nd->loss_form->destroy(nd->loss_self);
+    nd->loss_self = NULL;
 }
 
-/* grad_target=auto|true|false (enum indices) */
-enum { GRAD_TARGET_AUTO = 0, GRAD_TARGET_TRUE = 1, GRAD_TARGET_FALSE = 2 };
-
-/* The context= layer of loss element i (-1: none); checked against the
- * element's other options. The streams are checked once both exist. */
+/* The context= layer of loss element i (-1: none; a loss without context=
+ * in its table has none); checked against target=. The streams are checked
+ * once both exist, the loss's own options by its form. */
 static int feedback_context(clapp_graph *g, int i, int *ctx, char *err, size_t errlen)
 {
     const clapp_pipe_elem *pe = g->nodes[i].pe;
     const clapp_param_value *cv = value_of(pe, "context");
     const char *context = cv ? cv->s : NULL;
-    const char *target = value_of(pe, "target")->s;
+    const clapp_param_value *tv = value_of(pe, "target");
+    const char *target = tv ? tv->s : NULL;
     int c;
 
     *ctx = -1;
@@ -137,30 +107,22 @@ static int feedback_context(clapp_graph *g, int i, int *ctx, char *err, size_t e
                  "loss predicts its own layer's output)", pe->type, pe->name, context, target);
         return CLAPP_E_INVAL;
     }
-    if (value_of(pe, "retro")->i) {
-        snprintf(err, errlen, "%s '%s': retro=true with context=%s: the context is detached, so "
-                 "W_retro would never be used", pe->type, pe->name, context);
-        return CLAPP_E_INVAL;
-    }
-    if (value_of(pe, "grad_target")->i == GRAD_TARGET_FALSE) {
-        snprintf(err, errlen, "%s '%s': grad_target=false with context=%s: a feedback loss "
-                 "trains its own layer (the target), nothing else", pe->type, pe->name, context);
-        return CLAPP_E_INVAL;
-    }
     *ctx = c;
     return CLAPP_OK;
 }
 
-/* Create loss element i. A feedback loss whose context layer comes later is
- * created after every element (late = 1), once that layer's stream is known. */
+/* Create loss element i: where its context and target streams come from
+ * (the layer before it, target=, context=), then its form. A feedback loss
+ * whose context layer comes later is created after every element (late = 1),
+ * once that layer's stream is known. */
 static int create_loss(clapp_graph *g, int i, int late, char *err, size_t errlen)
 {
     clapp_node *nd = &g->nodes[i];
     const clapp_pipe_elem *pe = nd->pe;
-    const char *target = value_of(pe, "target")->s;
-    const clapp_param_value *ndv = value_of(pe, "neg_draw"), *nsv = value_of(pe, "neg_exclude_self");
+    const clapp_param_value *tv = value_of(pe, "target");
+    const char *target = tv ? tv->s : NULL;
     const clapp_stream_info *cs, *zs;
-    int64_t form, gt;
+    clapp_loss_setup s;
     int rc;
 
     if (nd->producer < 0) {
@@ -168,32 +130,10 @@ static int create_loss(clapp_graph *g, int i, int late, char *err, size_t errlen
         return CLAPP_E_INVAL;
     }
     nd->target = -1;
-    clapp_loss_default_params(&nd->loss_params);
-    nd->loss_params.mode = (clapp_loss_mode)value_of(pe, "mode")->i;
-    nd->loss_params.steps = (int32_t)value_of(pe, "steps")->i;
-    nd->loss_params.negatives = (int32_t)value_of(pe, "negatives")->i;
-    nd->loss_params.window = (int32_t)value_of(pe, "window")->i;
-    nd->loss_params.retro = (int)value_of(pe, "retro")->i;
-    nd->loss_params.detach_context = (int)value_of(pe, "detach_context")->i;
-    gt = value_of(pe, "grad_target")->i;
-    nd->loss_params.grad_target = gt == GRAD_TARGET_TRUE;
-    if (gt == GRAD_TARGET_AUTO) {
-        int in_module = 0, t = target && *target ? clapp_pipeline_find(g->pd, target) : -1;
-        for (int j = nd->producer; t >= 0 && j >= 0; j = g->nodes[j].prev_in_module)
-            in_module |= j == t;
-        nd->loss_params.grad_target = clapp_loss_default_grad_target(nd->loss_params.mode,
-                                                                     in_module);
-    }
-    nd->loss_params.neg_draw = ndv ? (clapp_loss_neg_draw)ndv->i : CLAPP_LOSS_NEG_PER_STEP;
-    nd->loss_params.neg_exclude_self = nsv ? (int)nsv->i : 0;
-    nd->loss_params.seed = element_seed(g->p.seed, pe->name);
-
-    /* The context would get a zero gradient without any sign of it. */
-    if (nd->loss_params.detach_context && target && *target) {
-        snprintf(err, errlen, "%s '%s': detach_context=true with target=%s leaves the context "
-                 "element without any gradient; use one of the two options, not both", pe->type,
-                 pe->name, target);
-        return CLAPP_E_INVAL;
+    nd->loss_form = clapp_loss_form_find(nd->desc->id);
+    if (!nd->loss_form) {
+        snprintf(err, errlen, "%s '%s': no loss form implements this element", pe->type, pe->name);
+        return CLAPP_E_UNSUPPORTED;
     }
     rc = feedback_context(g, i, &nd->context, err, errlen);
     if (rc < 0)
@@ -216,9 +156,8 @@ static int create_loss(clapp_graph *g, int i, int late, char *err, size_t errlen
                      (long long)zs->shape[0], (long long)zs->shape[2]);
             return CLAPP_E_SHAPE;
         }
-        nd->loss_params.grad_target = 1;
-        nd->loss_params.detach_context = 1;
     }
+    memset(&s, 0, sizeof s);
     if (target && *target) {
         int t = clapp_pipeline_find(g->pd, target);
         if (t < 0 || t >= i) {
@@ -238,73 +177,20 @@ static int create_loss(clapp_graph *g, int i, int late, char *err, size_t errlen
                      target, zs->rate, (long long)zs->shape[2], cs->rate, (long long)cs->shape[2]);
             return CLAPP_E_SHAPE;
         }
+        s.target = 1;
+        for (int j = nd->producer; j >= 0; j = g->nodes[j].prev_in_module)
+            s.target_in_module |= j == t;
     }
-    form = value_of(pe, "form") ? value_of(pe, "form")->i : LOSS_FORM_AUTO;
-    if (form == LOSS_FORM_AUTO)
-        form = cs->ndim == 5 && zs->ndim == 5 ? LOSS_FORM_VIDEO : LOSS_FORM_FLAT;
-    if (form == LOSS_FORM_VIDEO && (cs->ndim != 5 || zs->ndim != 5 ||
-                                    zs->shape[3] != cs->shape[3] || zs->shape[4] != cs->shape[4])) {
-        snprintf(err, errlen, "%s '%s': form=video needs [B, C, T, H, W] streams of one spatial "
-                 "size for context and target", pe->type, pe->name);
-        return CLAPP_E_SHAPE;
-    }
-    /* pool= (video form only): shared W over positions, or pooled windows with a full W */
-    int64_t pool = CLAPP_LOSS_VIDEO_POOL_SHARED;
-    {
-        const clapp_param_value *pv = value_of(pe, "pool");
-        char why[400];
-        int isv = form == LOSS_FORM_VIDEO;
-        rc = clapp_loss_video_pool_check(pv ? pv->s : NULL, nd->loss_params.steps, zs->shape[1],
-                                         cs->shape[1], isv ? cs->shape[3] : 0,
-                                         isv ? cs->shape[4] : 0, &pool, why, sizeof why);
-        if (rc == CLAPP_OK && !isv && pool != CLAPP_LOSS_VIDEO_POOL_SHARED) {
-            snprintf(why, sizeof why, "pool=%s applies to the video form only (this stream is "
-                     "flat: leave pool=shared)", pv->s);
-            rc = CLAPP_E_INVAL;
-        }
-        if (rc < 0) {
-            snprintf(err, errlen, "%s '%s': %s", pe->type, pe->name, why);
-            return rc;
-        }
-    }
-    if (form == LOSS_FORM_VIDEO)
-        rc = clapp_loss_video_create_pool(&nd->loss_video, &nd->loss_params, pool,
-                                          zs->shape[1], cs->shape[1], cs->shape[3], cs->shape[4],
-                                          (int32_t)cs->shape[0], cs->shape[2], g->host, pe->name);
-    else
-        rc = clapp_loss_create(&nd->loss, &nd->loss_params, step_features(zs), step_features(cs),
-                               (int32_t)cs->shape[0], cs->shape[2], g->host, pe->name);
-    if (rc < 0) {
-        snprintf(err, errlen, "%s '%s': cannot create the loss (status %d)", pe->type, pe->name, rc);
+    s.pe = pe;
+    s.z = zs;
+    s.c = cs;
+    s.feedback = nd->context >= 0;
+    s.seed = element_seed(g->p.seed, pe->name);
+    s.host = g->host;
+    rc = nd->loss_form->create(&nd->loss_self, &s, err, errlen);
+    if (rc < 0)
         return rc;
-    }
-    return loss_tensors(nd);
-}
-
-/* The `supervised` loss element: a classifier on its module's output, no target. */
-static int create_supervised(clapp_graph *g, int i, char *err, size_t errlen)
-{
-    clapp_node *nd = &g->nodes[i];
-    const clapp_pipe_elem *pe = nd->pe;
-    clapp_sup_params sp;
-    int rc;
-
-    nd->target = -1;
-    if (nd->producer < 0) {
-        snprintf(err, errlen, "%s '%s': a loss element needs a layer before it", pe->type, pe->name);
-        return CLAPP_E_INVAL;
-    }
-    sp.classes = value_of(pe, "classes")->i;
-    sp.labels = (clapp_sup_labels)value_of(pe, "labels")->i;
-    sp.seed = element_seed(g->p.seed, pe->name);
-    rc = clapp_loss_supervised_create(&nd->loss_sup, &sp, &g->nodes[nd->producer].out_info,
-                                      g->host, pe->name);
-    if (rc < 0) {
-        snprintf(err, errlen, "%s '%s': cannot create the classifier (status %d; see the log "
-                 "above)", pe->type, pe->name, rc);
-        return rc;
-    }
-    return loss_tensors(nd);
+    return nd->loss_form->tensors(nd->loss_self, &nd->tensors, &nd->n_tensors);
 }
 
 static int create_plugin(clapp_graph *g, int i, const clapp_stream_info *in, char *err,
@@ -408,8 +294,7 @@ int clapp_graph_create(clapp_graph *g, clapp_pipeline_desc *pd, const clapp_stre
             rc = CLAPP_E_INVAL;
             goto fail;
         case CLAPP_KIND_LOSS:
-            rc = !strcmp(nd->desc->id, "supervised") ? create_supervised(g, i, err, errlen)
-                                                      : create_loss(g, i, 0, err, errlen);
+            rc = create_loss(g, i, 0, err, errlen);
             if (rc < 0)
                 goto fail;
             nd->out_info = *cur;
@@ -572,7 +457,7 @@ static int run_loss(clapp_graph *g, int i, char *err, size_t errlen)
         module_zero_grad(g, nd->producer);
         grad_c = &cp->grad;
     }
-    if (tp && tp->learn && nd->loss_params.grad_target) {
+    if (tp && tp->learn && nd->loss_form->grad_target && nd->loss_form->grad_target(nd->loss_self)) {
         if (!target_in_module)
             module_zero_grad(g, nd->target);
         grad_z = &tp->grad;

@@ -33,9 +33,7 @@
 
 #include "clapp/plugin.h"
 #include "learning/diag.h"
-#include "learning/loss.h"
-#include "learning/loss_supervised.h"
-#include "learning/loss_video.h"
+#include "learning/loss_form.h"
 #include "learning/optim.h"
 #include "graph/pipeline.h"
 #include "graph/registry.h"
@@ -62,10 +60,8 @@ typedef struct clapp_node {
     const clapp_plugin_desc *desc;
     clapp_plugin_kind        kind;
     void                    *inst;        /* plugin instance (layers, sinks) */
-    clapp_loss              *loss;        /* loss elements, flat form */
-    clapp_loss_video        *loss_video;  /* loss elements, video form (form=video/auto on 5-D) */
-    clapp_loss_supervised   *loss_sup;    /* the `supervised` element (core/learning/loss_supervised.h) */
-    clapp_loss_params        loss_params;
+    const clapp_loss_form   *loss_form;   /* loss elements: their form (learning/loss_form.h) ... */
+    void                    *loss_self;   /* ... and its instance */
     int                      producer;    /* layer whose output this element sees (-1: the source) */
     int                      target;      /* loss with target=: producer of the target stream */
     int                      context;     /* loss with context= (direct feedback): the layer whose

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "graph/builtin.h"
+#include "learning/loss_form.h"
 
 #ifndef CLAPP_BUILD_PLUGIN_DIR
 #define CLAPP_BUILD_PLUGIN_DIR ""
@@ -46,6 +47,11 @@ int clapp_registry_init(clapp_registry *r, const clapp_host *host)
     r->host = host;
     for (int i = 0; clapp_builtin_descs[i]; i++) {
         int rc = clapp_registry_add(r, clapp_builtin_descs[i], NULL);
+        if (rc < 0)
+            return rc;
+    }
+    for (int i = 0; clapp_loss_forms[i]; i++) {
+        int rc = clapp_registry_add(r, clapp_loss_forms[i]->desc, NULL);
         if (rc < 0)
             return rc;
     }

@@ -403,3 +403,73 @@ int clapp_loss_supervised_compute(clapp_loss_supervised *L, const clapp_block *x
 done:
     return rc;
 }
+
+/* ---- the `supervised` element's loss form (learning/loss_form.h) ---------- */
+
+static const clapp_param_desc supervised_params[] = {
+    {"classes", CLAPP_PARAM_INT, "41", 2, 1 << 20, NULL, "number of label classes (41: flite/CMU phones)"},
+    {"labels", CLAPP_PARAM_ENUM, "frames", 0, 0, "frames|class",
+     "frames: each valid step gets the frame label at its centre, as probe_phoneme reads it "
+     "(unlabelled steps skipped); class: the lane's class_label on the time average of its valid "
+     "steps in the block, as probe_action (clips without a label skipped)"},
+};
+
+/* The paper's reference algorithms (appendix): at the top of one module,
+ * supervised end to end; after every layer, greedy supervised. */
+static const clapp_plugin_desc supervised_desc = {
+    .struct_size = sizeof(clapp_plugin_desc),
+    .id = "supervised",
+    .version = "1.0.0",
+    .kind = CLAPP_KIND_LOSS,
+    .help = "supervised loss: its own linear classifier (weight, bias; learned by the host's "
+            "optimizer) with softmax cross-entropy on the frame or clip labels; local update of "
+            "the module's layers (core/learning/loss_supervised.h)",
+    .params = supervised_params,
+    .n_params = (int32_t)(sizeof supervised_params / sizeof supervised_params[0]),
+};
+
+
+static int sup_create(void **self, const clapp_loss_setup *s, char *err, size_t errlen)
+{
+    const clapp_pipe_elem *pe = s->pe;
+    clapp_sup_params sp;
+    clapp_loss_supervised *L = NULL;
+    int rc;
+    sp.classes = clapp_param_find(pe->values, pe->desc->n_params, "classes")->i;
+    sp.labels = (clapp_sup_labels)clapp_param_find(pe->values, pe->desc->n_params, "labels")->i;
+    sp.seed = s->seed;
+    rc = clapp_loss_supervised_create(&L, &sp, s->c, s->host, pe->name);
+    *self = L;
+    if (rc < 0)
+        snprintf(err, errlen, "%s '%s': cannot create the classifier (status %d; see the log "
+                 "above)", pe->type, pe->name, rc);
+    return rc;
+}
+
+static void sup_destroy(void *self) { clapp_loss_supervised_destroy(self); }
+
+static int sup_tensors(void *self, const clapp_named_tensor **list, int32_t *count)
+{
+    return clapp_loss_supervised_tensors(self, list, count);
+}
+
+/* No target: z is c, one gradient. */
+static int sup_compute(void *self, const clapp_block *z, const clapp_block *c, clapp_tensor *grad_z,
+                       clapp_tensor *grad_c, clapp_loss_stats *st)
+{
+    (void)z;
+    return clapp_loss_supervised_compute(self, c, grad_c ? grad_c : grad_z, st);
+}
+
+const clapp_loss_form clapp_loss_form_supervised = {
+    .desc = &supervised_desc,
+    .create = sup_create,
+    .destroy = sup_destroy,
+    .tensors = sup_tensors,
+    .compute = sup_compute,
+};
+
+clapp_loss_supervised *clapp_loss_supervised_of(const clapp_loss_form *form, void *self)
+{
+    return form == &clapp_loss_form_supervised ? self : NULL;
+}

@@ -38,6 +38,7 @@
 
 #include "clapp/plugin.h"
 #include "learning/loss.h"
+#include "learning/loss_form.h"
 
 typedef enum clapp_sup_labels {
     CLAPP_SUP_FRAMES = 0,   /* lane.labels at label_rate, one row per labelled step */
@@ -76,5 +77,12 @@ void clapp_loss_supervised_last(const clapp_loss_supervised *loss, int64_t *rows
                                 const int32_t **label_of);
 
 void clapp_loss_supervised_destroy(clapp_loss_supervised *loss);
+
+/* The `supervised` element's loss form (learning/loss_form.h); its
+ * instances are clapp_loss_supervised. */
+extern const clapp_loss_form clapp_loss_form_supervised;
+/* For tools and tests: the classifier of an instance of that form (NULL for
+ * another form). */
+clapp_loss_supervised *clapp_loss_supervised_of(const clapp_loss_form *form, void *self);
 
 #endif

@@ -97,6 +97,13 @@ static cJSON *elements_json(const clapp_graph *g)
     return root;
 }
 
+/* The PRNG state of a loss element that keeps one: 1 and st, else 0. */
+static int node_rng(const clapp_node *nd, uint64_t st[4])
+{
+    return nd->kind == CLAPP_KIND_LOSS && nd->loss_form && nd->loss_form->get_rng &&
+           nd->loss_form->get_rng(nd->loss_self, st);
+}
+
 /* The loss elements' PRNG states as one JSON text: {"clapp0": "hex hex hex hex"}
  * (16 hex digits per word: JSON numbers cannot hold 64 bits exactly). */
 static char *rng_json(const clapp_graph *g)
@@ -106,9 +113,8 @@ static char *rng_json(const clapp_graph *g)
     for (int i = 1; root && i < g->n; i++) {
         uint64_t st[4];
         char buf[80];
-        if (!g->nodes[i].loss)
+        if (!node_rng(&g->nodes[i], st))
             continue;
-        clapp_loss_get_rng(g->nodes[i].loss, st);
         snprintf(buf, sizeof buf, "%016llx %016llx %016llx %016llx", (unsigned long long)st[0],
                  (unsigned long long)st[1], (unsigned long long)st[2], (unsigned long long)st[3]);
         cJSON_AddStringToObject(root, g->nodes[i].pe->name, buf);
@@ -134,8 +140,9 @@ static int rng_parse(const char *text, const clapp_graph *g, uint64_t (*states)[
     for (int i = 1; i < g->n; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, g->nodes[i].pe->name);
         unsigned long long w[4];
+        uint64_t st[4];
         int used = 0;
-        if (!g->nodes[i].loss || !v)
+        if (!node_rng(&g->nodes[i], st) || !v)
             continue;
         if (!cJSON_IsString(v) || sscanf(v->valuestring, "%16llx %16llx %16llx %16llx%n", &w[0], &w[1],
                                          &w[2], &w[3], &used) != 4 || v->valuestring[used]) {
@@ -562,12 +569,24 @@ static int check_elements(const ckpt_file *cf, const clapp_graph *g, const char 
  * unset, so an old run resumes as it was; the graph keeps the version and
  * saves it again. */
 
-static int elem_sets_key(const clapp_pipe_elem *pe, const char *key)
+/* Every loss element behaves as loss version `version` (check_only: says
+ * whether each can). */
+static int loss_version_each(const clapp_graph *g, int version, int check_only, const char *path,
+                             char *err, size_t errlen)
 {
-    for (int k = 0; k < pe->n_kv; k++)
-        if (!strcmp(pe->kv[k].key, key))
-            return 1;
-    return 0;
+    for (int i = 1; version < CLAPP_LOSS_VERSION && i < g->n; i++) {
+        const clapp_node *nd = &g->nodes[i];
+        char why[400];
+        int rc;
+        if (nd->kind != CLAPP_KIND_LOSS || !nd->loss_form || !nd->loss_form->loss_version)
+            continue;
+        rc = nd->loss_form->loss_version(nd->loss_self, version, check_only, why, sizeof why);
+        if (rc < 0) {
+            snprintf(err, errlen, "%s: %s", path, why);
+            return rc;
+        }
+    }
+    return CLAPP_OK;
 }
 
 /* The version of the checkpoint, and whether the graph can take it. */
@@ -582,47 +601,7 @@ static int loss_version_check(const char *text, const clapp_graph *g, int *versi
         return CLAPP_E_FORMAT;
     }
     *version = (int)v;
-    /* the video form cannot change grad_target after creation */
-    for (int i = 1; v < 2 && i < g->n; i++) {
-        const clapp_node *nd = &g->nodes[i];
-        const clapp_param_value *gt;
-        if (nd->kind != CLAPP_KIND_LOSS || !nd->loss_video || nd->target < 0)
-            continue;
-        gt = clapp_param_find(nd->pe->values, nd->pe->desc->n_params, "grad_target");
-        if (gt && gt->i == 0 && !nd->loss_params.grad_target) {
-            snprintf(err, errlen, "%s: made before loss version 2, when grad_target defaulted to "
-                     "true; set %s.grad_target=true (or false) explicitly to load it", path,
-                     nd->pe->name);
-            return CLAPP_E_INVAL;
-        }
-    }
-    return CLAPP_OK;
-}
-
-/* Version 1 defaults for the options the pipeline leaves unset. */
-static int loss_version_apply(clapp_graph *g, int version, const char *path, char *err,
-                              size_t errlen)
-{
-    g->loss_version = version;
-    for (int i = 1; version < 2 && i < g->n; i++) {
-        clapp_node *nd = &g->nodes[i];
-        clapp_loss_params p = nd->loss_params;
-        const clapp_param_value *gt;
-        if (nd->kind != CLAPP_KIND_LOSS || !nd->loss)
-            continue;
-        gt = clapp_param_find(nd->pe->values, nd->pe->desc->n_params, "grad_target");
-        if (!elem_sets_key(nd->pe, "neg_draw"))
-            p.neg_draw = CLAPP_LOSS_NEG_SHARED;
-        if (gt && gt->i == 0)   /* auto */
-            p.grad_target = 1;
-        if (clapp_loss_update_params(nd->loss, &p) < 0) {
-            snprintf(err, errlen, "%s: cannot give loss element '%s' the defaults of loss "
-                     "version %d", path, nd->pe->name, version);
-            return CLAPP_E_INVAL;
-        }
-        nd->loss_params = p;
-    }
-    return CLAPP_OK;
+    return loss_version_each(g, *version, 1, path, err, errlen);
 }
 
 int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoint_options *opt,
@@ -709,8 +688,9 @@ int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoi
     }
     for (int i = 1; i < g->n; i++)
         if (rng_have[i])
-            clapp_loss_set_rng(g->nodes[i].loss, rng_states[i]);
-    rc = loss_version_apply(g, loss_version, path, err, errlen);
+            g->nodes[i].loss_form->set_rng(g->nodes[i].loss_self, rng_states[i]);
+    g->loss_version = loss_version;
+    rc = loss_version_each(g, loss_version, 0, path, err, errlen);
 done:
     free(rng_states);
     free(rng_have);

@@ -36,6 +36,7 @@
 #include "graph/graph.h"
 #include "graph/pipeline.h"
 #include "graph/registry.h"
+#include "learning/loss_clapp.h"
 
 #define TS_ERR(...)                                                   \
     do {                                                              \
@@ -177,7 +178,8 @@ static int write_draws(const char *path, const clapp_graph *g)
     for (int i = 1; i < g->n; i++) {
         const clapp_node *nd = &g->nodes[i];
         clapp_loss_draws d;
-        if (nd->kind != CLAPP_KIND_LOSS || !nd->loss || clapp_loss_last_draws(nd->loss, &d) < 0)
+        clapp_loss *flat = clapp_loss_clapp_flat(nd->loss_form, nd->loss_self);
+        if (nd->kind != CLAPP_KIND_LOSS || !flat || clapp_loss_last_draws(flat, &d) < 0)
             continue;
         fprintf(f, "%s\n{\"name\":\"%s\",\"loss\":%.17g,\"pairs\":%lld,\"lanes\":%d,\"steps\":%d,"
                 "\"negatives\":%d,\"w0\":%d,\"contexts\":%lld,\"pos_active\":%.6f,\"neg_active\":%.6f,",
