@@ -220,9 +220,9 @@ static int create_common(clapp_pipeline **out, const char *text, const char *pat
     if (clapp_labelset_init_cmu41(&p->labels) < 0)
         return fail(p, CLAPP_E_NOMEM, "out of memory");
     if (path)
-        rc = clapp_pipeline_parse_file(&p->pd, path, p->err, sizeof p->err);
+        rc = clapp_pipedesc_parse_file(&p->pd, path, p->err, sizeof p->err);
     else if (text)
-        rc = clapp_pipeline_parse(&p->pd, text, NULL, p->err, sizeof p->err);
+        rc = clapp_pipedesc_parse(&p->pd, text, NULL, p->err, sizeof p->err);
     else
         return fail(p, CLAPP_E_INVAL, "no pipeline text or file given");
     if (rc < 0)
@@ -230,10 +230,10 @@ static int create_common(clapp_pipeline **out, const char *text, const char *pat
     for (int i = 0; i < n_overrides; i++) {
         if (!overrides || !overrides[i])
             return fail(p, CLAPP_E_INVAL, "override %d is NULL", i);
-        if ((rc = clapp_pipeline_set(&p->pd, overrides[i], p->err, sizeof p->err)) < 0)
+        if ((rc = clapp_pipedesc_set(&p->pd, overrides[i], p->err, sizeof p->err)) < 0)
             return rc;
     }
-    if ((rc = clapp_pipeline_resolve(&p->pd, &p->reg, p->err, sizeof p->err)) < 0)
+    if ((rc = clapp_pipedesc_resolve(&p->pd, &p->reg, p->err, sizeof p->err)) < 0)
         return rc;
     if (p->pd.n < 1 || p->pd.elems[0].desc->kind != CLAPP_KIND_SOURCE)
         return fail(p, CLAPP_E_FORMAT, "%s:%d:%d: a pipeline starts with 'source'", p->pd.file,
@@ -273,7 +273,7 @@ static int check_handle(clapp_pipeline *p)
 
 static int find_element(clapp_pipeline *p, const char *name)
 {
-    int i = name ? clapp_pipeline_find(&p->pd, name) : -1;
+    int i = name ? clapp_pipedesc_find(&p->pd, name) : -1;
     if (i < 0) {
         size_t used = (size_t)snprintf(p->err, sizeof p->err, "%s: no element named '%s'; elements:",
                                        p->pd.file, name ? name : "(null)");
@@ -297,10 +297,10 @@ int clapp_pipeline_add_element(clapp_pipeline *p, const char *after, const char 
         return fail(p, CLAPP_E_INVAL, "add_element: type, name and the key/value list are needed");
     if ((at = find_element(p, after)) < 0)
         return at;
-    if ((rc = clapp_pipeline_insert(&p->pd, at, type, name, kv, n_kv, p->err, sizeof p->err)) < 0)
+    if ((rc = clapp_pipedesc_insert(&p->pd, at, type, name, kv, n_kv, p->err, sizeof p->err)) < 0)
         return rc;
     /* the element is in; a pipeline that does not resolve with it cannot run */
-    if ((rc = clapp_pipeline_resolve(&p->pd, &p->reg, p->err, sizeof p->err)) < 0)
+    if ((rc = clapp_pipedesc_resolve(&p->pd, &p->reg, p->err, sizeof p->err)) < 0)
         p->created = 0;
     return rc;
 }
@@ -315,9 +315,9 @@ int clapp_pipeline_override(clapp_pipeline *p, const char *assignment)
                     "opening it", assignment ? assignment : "(null)");
     if (!assignment)
         return fail(p, CLAPP_E_INVAL, "override: NULL assignment");
-    if ((rc = clapp_pipeline_set(&p->pd, assignment, p->err, sizeof p->err)) < 0)
+    if ((rc = clapp_pipedesc_set(&p->pd, assignment, p->err, sizeof p->err)) < 0)
         return rc;
-    if ((rc = clapp_pipeline_resolve(&p->pd, &p->reg, p->err, sizeof p->err)) < 0)
+    if ((rc = clapp_pipedesc_resolve(&p->pd, &p->reg, p->err, sizeof p->err)) < 0)
         p->created = 0;
     return rc;
 }
@@ -329,7 +329,7 @@ int clapp_pipeline_text(const clapp_pipeline *p, char **text)
         return rc;
     if (!text)
         return fail((clapp_pipeline *)p, CLAPP_E_INVAL, "text: NULL output pointer");
-    *text = clapp_pipeline_to_text(&p->pd);
+    *text = clapp_pipedesc_to_text(&p->pd);
     return *text ? CLAPP_OK : fail((clapp_pipeline *)p, CLAPP_E_NOMEM, "out of memory");
 }
 
@@ -867,29 +867,29 @@ int clapp_pipeline_set_learning(clapp_pipeline *p, int on)
 
 int clapp_pipeline_save(clapp_pipeline *p, const char *path)
 {
-    clapp_checkpoint_options co = {p && p->learn_capable, 1};
+    clapp_ckpt_options co = {p && p->learn_capable, 1};
     int rc = check_running(p, "save");
     if (rc < 0)
         return rc;
     if (!path)
         return fail(p, CLAPP_E_INVAL, "save: no path given");
-    return clapp_checkpoint_save(&p->graph, path, &co, p->err, sizeof p->err);
+    return clapp_ckpt_save(&p->graph, path, &co, p->err, sizeof p->err);
 }
 
 int clapp_pipeline_load(clapp_pipeline *p, const char *path)
 {
-    clapp_checkpoint_options co = {0, 1};
+    clapp_ckpt_options co = {0, 1};
     int rc = check_running(p, "load");
     if (rc < 0)
         return rc;
     if (!path)
         return fail(p, CLAPP_E_INVAL, "load: no path given");
-    return clapp_checkpoint_load(&p->graph, path, &co, p->err, sizeof p->err);
+    return clapp_ckpt_load(&p->graph, path, &co, p->err, sizeof p->err);
 }
 
 int clapp_pipeline_resume(clapp_pipeline *p, const char *path)
 {
-    clapp_checkpoint_options co = {1, 1};
+    clapp_ckpt_options co = {1, 1};
     char *seed;
     int rc = check_running(p, "resume");
     if (rc < 0)
@@ -902,7 +902,7 @@ int clapp_pipeline_resume(clapp_pipeline *p, const char *path)
     if (p->started || p->stepped || p->graph.blocks > 0)
         return fail(p, CLAPP_E_STATE, "resume %s: blocks have been processed already; resume right "
                     "after open", path);
-    if (!(seed = clapp_checkpoint_read_meta(path, "seed", p->err, sizeof p->err)))
+    if (!(seed = clapp_ckpt_read_meta(path, "seed", p->err, sizeof p->err)))
         return CLAPP_E_FORMAT;
     if (strtoull(seed, NULL, 10) != p->opt.seed) {
         rc = fail(p, CLAPP_E_INVAL, "%s was trained with seed %s, the pipeline has seed %llu; resume "
@@ -911,7 +911,7 @@ int clapp_pipeline_resume(clapp_pipeline *p, const char *path)
         return rc;
     }
     free(seed);
-    if ((rc = clapp_checkpoint_load(&p->graph, path, &co, p->err, sizeof p->err)) < 0)
+    if ((rc = clapp_ckpt_load(&p->graph, path, &co, p->err, sizeof p->err)) < 0)
         return rc;
     if (p->mode == MODE_MANIFEST) {
         p->skip_blocks = p->graph.blocks;
@@ -1023,7 +1023,7 @@ int clapp_checkpoint_metadata(const char *path, const char *key, char **value, c
         snprintf(err, errlen, "checkpoint_metadata: path, key and value are needed");
         return CLAPP_E_INVAL;
     }
-    *value = clapp_checkpoint_read_meta(path, key, err, errlen);
+    *value = clapp_ckpt_read_meta(path, key, err, errlen);
     return *value ? CLAPP_OK : CLAPP_E_NOTFOUND;
 }
 
@@ -1089,7 +1089,7 @@ int clapp_catalog_values(clapp_catalog *c, int i, const char *const *settings, i
         return fail(b, CLAPP_E_INVAL, "catalog element %d: there are %d", i, b->reg.n);
     if (b->reg.items[i].desc->kind == CLAPP_KIND_SOURCE)
         return fail(b, CLAPP_E_UNSUPPORTED, "catalog_values: the source's values come with a pipeline");
-    clapp_pipeline_free(&b->pd);
+    clapp_pipedesc_free(&b->pd);
     /* a pipeline of the element alone gives the host's own resolution */
     if (!(mf = open_memstream(&text, &len)))
         return fail(b, CLAPP_E_NOMEM, "out of memory");
@@ -1100,10 +1100,10 @@ int clapp_catalog_values(clapp_catalog *c, int i, const char *const *settings, i
         free(text);
         return fail(b, CLAPP_E_NOMEM, "out of memory");
     }
-    rc = clapp_pipeline_parse(&b->pd, text, "<parameters>", b->err, sizeof b->err);
+    rc = clapp_pipedesc_parse(&b->pd, text, "<parameters>", b->err, sizeof b->err);
     free(text);
     if (rc == CLAPP_OK)
-        rc = clapp_pipeline_resolve(&b->pd, &b->reg, b->err, sizeof b->err);
+        rc = clapp_pipedesc_resolve(&b->pd, &b->reg, b->err, sizeof b->err);
     if (rc < 0)
         return rc;
     if (b->pd.n != 2 || b->pd.elems[1].desc != b->reg.items[i].desc)
@@ -1162,7 +1162,7 @@ void clapp_catalog_destroy(clapp_catalog *c)
 {
     if (!c)
         return;
-    clapp_pipeline_free(&c->base.pd);
+    clapp_pipedesc_free(&c->base.pd);
     if (c->base.have_reg)
         clapp_registry_free(&c->base.reg);
     free(c);
@@ -1188,7 +1188,7 @@ void clapp_pipeline_destroy(clapp_pipeline *p)
     clapp_labelset_free(&p->labels);
     clapp_labelset_free(&p->classes);
     clapp_manifest_free(&p->manifest);
-    clapp_pipeline_free(&p->pd);
+    clapp_pipedesc_free(&p->pd);
     if (p->have_reg)
         clapp_registry_free(&p->reg);
     free(p);

@@ -1,6 +1,7 @@
 /* The graph runtime. */
 #define _GNU_SOURCE
 #include "graph/graph.h"
+#include "clapp/plugin_util.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -29,13 +30,10 @@ static double now_seconds(void)
  * leaves every other element's initialisation and sampling as it was. */
 static uint64_t element_seed(uint64_t seed, const char *name)
 {
-    uint64_t h = 0xCBF29CE484222325ull, z;
+    uint64_t h = 0xCBF29CE484222325ull;
     for (const unsigned char *c = (const unsigned char *)name; *c; c++)
         h = (h ^ *c) * 0x100000001B3ull;
-    z = seed + 0x9E3779B97F4A7C15ull * (h | 1);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return clapp_mix64(seed + 0x9E3779B97F4A7C15ull * (h | 1));
 }
 
 static const clapp_param_value *value_of(const clapp_pipe_elem *pe, const char *key)
@@ -91,7 +89,7 @@ static int feedback_context(clapp_graph *g, int i, int *ctx, char *err, size_t e
     *ctx = -1;
     if (!context || !*context)
         return CLAPP_OK;
-    c = clapp_pipeline_find(g->pd, context);
+    c = clapp_pipedesc_find(g->pd, context);
     if (c < 1 || !g->pd->elems[c].desc || g->pd->elems[c].desc->kind != CLAPP_KIND_LAYER) {
         snprintf(err, errlen, "%s '%s': context=%s is not a layer of the pipeline", pe->type,
                  pe->name, context);
@@ -159,7 +157,7 @@ static int create_loss(clapp_graph *g, int i, int late, char *err, size_t errlen
     }
     memset(&s, 0, sizeof s);
     if (target && *target) {
-        int t = clapp_pipeline_find(g->pd, target);
+        int t = clapp_pipedesc_find(g->pd, target);
         if (t < 0 || t >= i) {
             snprintf(err, errlen, "%s '%s': target=%s is not an element before it", pe->type,
                      pe->name, target);

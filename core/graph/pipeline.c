@@ -177,7 +177,7 @@ static void free_elem(clapp_pipe_elem *e)
     memset(e, 0, sizeof *e);
 }
 
-void clapp_pipeline_free(clapp_pipeline_desc *pd)
+void clapp_pipedesc_free(clapp_pipeline_desc *pd)
 {
     if (!pd)
         return;
@@ -211,7 +211,7 @@ static const clapp_pipe_kv *find_kv(const clapp_pipe_elem *e, const char *key)
     return NULL;
 }
 
-int clapp_pipeline_find(const clapp_pipeline_desc *pd, const char *name)
+int clapp_pipedesc_find(const clapp_pipeline_desc *pd, const char *name)
 {
     for (int i = 0; i < pd->n; i++)
         if (pd->elems[i].name && strcmp(pd->elems[i].name, name) == 0)
@@ -219,7 +219,7 @@ int clapp_pipeline_find(const clapp_pipeline_desc *pd, const char *name)
     return -1;
 }
 
-int clapp_pipeline_insert(clapp_pipeline_desc *pd, int after, const char *type, const char *name,
+int clapp_pipedesc_insert(clapp_pipeline_desc *pd, int after, const char *type, const char *name,
                           const char *const *kv, int n_kv, char *err, size_t errlen)
 {
     clapp_pipe_elem *elems, e;
@@ -230,7 +230,7 @@ int clapp_pipeline_insert(clapp_pipeline_desc *pd, int after, const char *type, 
                 type, name, after);
         return CLAPP_E_INVAL;
     }
-    if (clapp_pipeline_find(pd, name) >= 0) {
+    if (clapp_pipedesc_find(pd, name) >= 0) {
         clapp_set_err(err, errlen, "%s: an element named '%s' exists already", pd->file, name);
         return CLAPP_E_INVAL;
     }
@@ -371,7 +371,7 @@ static int assign_default_names(clapp_pipeline_desc *pd)
         if (!name)
             return CLAPP_E_NOMEM;
         snprintf(name, len, "%s%d", e->type, ordinal);
-        while (clapp_pipeline_find(pd, name) >= 0)
+        while (clapp_pipedesc_find(pd, name) >= 0)
             snprintf(name, len, "%s%d_%d", e->type, ordinal, ++suffix);
         e->name = name;
     }
@@ -474,7 +474,7 @@ static int parse_elements(clapp_pipeline_desc *pd, scanner *sc)
                     free(value);
                     return CLAPP_E_FORMAT;
                 }
-                other = clapp_pipeline_find(pd, value);
+                other = clapp_pipedesc_find(pd, value);
                 if (other >= 0) {
                     scan_err(sc, kline, kcol, "duplicate name '%s' (already the name of the %s at %d:%d)",
                              value, pd->elems[other].type, pd->elems[other].line,
@@ -505,7 +505,7 @@ static int parse_elements(clapp_pipeline_desc *pd, scanner *sc)
     }
 }
 
-int clapp_pipeline_parse(clapp_pipeline_desc *pd, const char *text, const char *file,
+int clapp_pipedesc_parse(clapp_pipeline_desc *pd, const char *text, const char *file,
                          char *err, size_t errlen)
 {
     scanner sc;
@@ -536,11 +536,11 @@ int clapp_pipeline_parse(clapp_pipeline_desc *pd, const char *text, const char *
     }
     return CLAPP_OK;
 fail:
-    clapp_pipeline_free(pd);
+    clapp_pipedesc_free(pd);
     return rc;
 }
 
-int clapp_pipeline_parse_file(clapp_pipeline_desc *pd, const char *path, char *err,
+int clapp_pipedesc_parse_file(clapp_pipeline_desc *pd, const char *path, char *err,
                               size_t errlen)
 {
     FILE *f = NULL;
@@ -577,7 +577,7 @@ int clapp_pipeline_parse_file(clapp_pipeline_desc *pd, const char *path, char *e
         rc = CLAPP_E_FORMAT;
         goto fail;
     }
-    rc = clapp_pipeline_parse(pd, buf, path, err, errlen);
+    rc = clapp_pipedesc_parse(pd, buf, path, err, errlen);
     goto done;
 io_fail:
     clapp_set_err(err, errlen, "%s: cannot read (%s)", path, strerror(errno));
@@ -593,7 +593,7 @@ done:
 /* ------------------------------------------------------------------------ */
 /* --set NAME.KEY=VALUE                                                      */
 
-int clapp_pipeline_set(clapp_pipeline_desc *pd, const char *assignment, char *err,
+int clapp_pipedesc_set(clapp_pipeline_desc *pd, const char *assignment, char *err,
                        size_t errlen)
 {
     const char *eq = strchr(assignment, '=');
@@ -627,7 +627,7 @@ int clapp_pipeline_set(clapp_pipeline_desc *pd, const char *assignment, char *er
         clapp_set_err(err, errlen, "--set %s: elements cannot be renamed with --set", assignment);
         goto fail;
     }
-    idx = clapp_pipeline_find(pd, name);
+    idx = clapp_pipedesc_find(pd, name);
     if (idx < 0) {
         size_t used;
         clapp_set_err(err, errlen, "--set %s: no element named '%s'; elements:", assignment, name);
@@ -899,7 +899,7 @@ static int resolve_elem(const clapp_pipeline_desc *pd, clapp_pipe_elem *e,
     return CLAPP_OK;
 }
 
-int clapp_pipeline_resolve(clapp_pipeline_desc *pd, const clapp_registry *reg, char *err,
+int clapp_pipedesc_resolve(clapp_pipeline_desc *pd, const clapp_registry *reg, char *err,
                            size_t errlen)
 {
     /* Resolving again (after more --set) starts from scratch. */
@@ -948,7 +948,7 @@ static void put_value(FILE *out, const char *s)
     fputc('"', out);
 }
 
-void clapp_pipeline_dump(const clapp_pipeline_desc *pd, FILE *out)
+void clapp_pipedesc_dump(const clapp_pipeline_desc *pd, FILE *out)
 {
     for (int i = 0; i < pd->n; i++) {
         const clapp_pipe_elem *e = &pd->elems[i];
@@ -981,14 +981,14 @@ void clapp_pipeline_dump(const clapp_pipeline_desc *pd, FILE *out)
     }
 }
 
-char *clapp_pipeline_to_text(const clapp_pipeline_desc *pd)
+char *clapp_pipedesc_to_text(const clapp_pipeline_desc *pd)
 {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (!f)
         return NULL;
-    clapp_pipeline_dump(pd, f);
+    clapp_pipedesc_dump(pd, f);
     if (fclose(f) != 0) {
         free(buf);
         return NULL;

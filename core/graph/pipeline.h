@@ -44,7 +44,7 @@ typedef struct clapp_pipe_elem {
     int            line, col;
     clapp_pipe_kv *kv;              /* raw pairs, in order, name= excluded */
     int            n_kv;
-    /* filled by clapp_pipeline_resolve: */
+    /* filled by clapp_pipedesc_resolve: */
     double         lr;              /* host key lr= (LAYER and LOSS kinds): -1 = the run's default */
     int            learn;           /* host key learn= (LAYER and LOSS kinds): 0 freezes, default 1 */
     const clapp_plugin_desc *desc;
@@ -62,34 +62,34 @@ typedef struct clapp_pipeline_desc {
 /* Parse text (file: the name for messages, NULL = "<string>"). Returns 0 or
  * CLAPP_E_FORMAT with err = "FILE:LINE:COL: message"; on failure *pd is left
  * zeroed (nothing to free). Default names are assigned here. */
-int clapp_pipeline_parse(clapp_pipeline_desc *pd, const char *text, const char *file,
+int clapp_pipedesc_parse(clapp_pipeline_desc *pd, const char *text, const char *file,
                          char *err, size_t errlen);
 /* Read and parse a file (CLAPP_E_IO if unreadable). */
-int clapp_pipeline_parse_file(clapp_pipeline_desc *pd, const char *path, char *err,
+int clapp_pipedesc_parse_file(clapp_pipeline_desc *pd, const char *path, char *err,
                               size_t errlen);
 /* Apply an override "NAME.KEY=VALUE" (before resolve). Unknown NAME is an
  * error listing the element names; the key is checked at resolve time. */
-int clapp_pipeline_set(clapp_pipeline_desc *pd, const char *assignment, char *err,
+int clapp_pipedesc_set(clapp_pipeline_desc *pd, const char *assignment, char *err,
                        size_t errlen);
 /* Insert a new element TYPE named NAME right after element `after`, with
  * raw key/value pairs kv[0..2*n_kv) ("key", "value", ...); resolve again
  * afterwards. Used by the CLI to attach probes and feature writers to named
  * elements (eval --probe, extract --element). */
-int clapp_pipeline_insert(clapp_pipeline_desc *pd, int after, const char *type, const char *name,
+int clapp_pipedesc_insert(clapp_pipeline_desc *pd, int after, const char *type, const char *name,
                           const char *const *kv, int n_kv, char *err, size_t errlen);
 /* Check and type everything against the registry: unknown elements and keys
  * (CLAPP_E_NOTFOUND, with a "did you mean" and the valid list), bad values
  * (CLAPP_E_INVAL). Fills desc, values, value_text, lr and learn. May be called
  * again after more --set; after a failure the description can still be freed. */
-int clapp_pipeline_resolve(clapp_pipeline_desc *pd, const clapp_registry *reg, char *err,
+int clapp_pipedesc_resolve(clapp_pipeline_desc *pd, const clapp_registry *reg, char *err,
                            size_t errlen);
 /* Index of the element named `name`, or -1. */
-int clapp_pipeline_find(const clapp_pipeline_desc *pd, const char *name);
+int clapp_pipedesc_find(const clapp_pipeline_desc *pd, const char *name);
 /* Print the resolved graph, every parameter with its value (defaults
  * included), as pipeline text that parses back to the same graph. */
-void clapp_pipeline_dump(const clapp_pipeline_desc *pd, FILE *out);
+void clapp_pipedesc_dump(const clapp_pipeline_desc *pd, FILE *out);
 /* The same as one canonical string (malloc'd), for checkpoint metadata. */
-char *clapp_pipeline_to_text(const clapp_pipeline_desc *pd);
-void clapp_pipeline_free(clapp_pipeline_desc *pd);
+char *clapp_pipedesc_to_text(const clapp_pipeline_desc *pd);
+void clapp_pipedesc_free(clapp_pipeline_desc *pd);
 
 #endif

@@ -272,8 +272,8 @@ static int write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
-int clapp_checkpoint_save(const clapp_graph *g, const char *path,
-                          const clapp_checkpoint_options *opt, char *err, size_t errlen)
+int clapp_ckpt_save(const clapp_graph *g, const char *path,
+                          const clapp_ckpt_options *opt, char *err, size_t errlen)
 {
     ckpt_list l = {0};
     cJSON *hdr = NULL, *meta, *elems = NULL;
@@ -287,7 +287,7 @@ int clapp_checkpoint_save(const clapp_graph *g, const char *path,
         goto done;
     hdr = cJSON_CreateObject();
     meta = cJSON_AddObjectToObject(hdr, "__metadata__");
-    pipeline = clapp_pipeline_to_text(g->pd);
+    pipeline = clapp_pipedesc_to_text(g->pd);
     elems = elements_json(g);
     elems_text = elems ? cJSON_PrintUnformatted(elems) : NULL;
     if (!hdr || !meta || !pipeline || !elems_text) {
@@ -604,7 +604,7 @@ static int loss_version_check(const char *text, const clapp_graph *g, int *versi
     return loss_version_each(g, *version, 1, path, err, errlen);
 }
 
-int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoint_options *opt,
+int clapp_ckpt_load(clapp_graph *g, const char *path, const clapp_ckpt_options *opt,
                           char *err, size_t errlen)
 {
     ckpt_file cf;
@@ -703,7 +703,7 @@ done:
     return rc;
 }
 
-char *clapp_checkpoint_read_meta(const char *path, const char *key, char *err, size_t errlen)
+char *clapp_ckpt_read_meta(const char *path, const char *key, char *err, size_t errlen)
 {
     ckpt_file cf;
     char *out = NULL;

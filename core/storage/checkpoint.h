@@ -24,18 +24,18 @@
 
 #include "graph/graph.h"
 
-typedef struct clapp_checkpoint_options {
+typedef struct clapp_ckpt_options {
     int with_optimizer;   /* save/restore optimizer moments and step (training resume) */
     int strict;           /* load: every tensor of the graph must be in the file */
-} clapp_checkpoint_options;
+} clapp_ckpt_options;
 
-int clapp_checkpoint_save(const clapp_graph *g, const char *path,
-                          const clapp_checkpoint_options *opt, char *err, size_t errlen);
+int clapp_ckpt_save(const clapp_graph *g, const char *path,
+                          const clapp_ckpt_options *opt, char *err, size_t errlen);
 
-int clapp_checkpoint_load(clapp_graph *g, const char *path, const clapp_checkpoint_options *opt,
+int clapp_ckpt_load(clapp_graph *g, const char *path, const clapp_ckpt_options *opt,
                           char *err, size_t errlen);
 
 /* Read only the metadata value `key` (malloc'd string, or NULL with err set). */
-char *clapp_checkpoint_read_meta(const char *path, const char *key, char *err, size_t errlen);
+char *clapp_ckpt_read_meta(const char *path, const char *key, char *err, size_t errlen);
 
 #endif

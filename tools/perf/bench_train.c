@@ -240,12 +240,12 @@ int main(int argc, char **argv)
     }
     if (clapp_registry_init_default(&reg, &host) < 0)
         return 1;
-    if (clapp_pipeline_parse_file(&pd, pipe, err, sizeof err) < 0)
+    if (clapp_pipedesc_parse_file(&pd, pipe, err, sizeof err) < 0)
         goto fail;
     for (int i = 0; i < n_sets; i++)
-        if (clapp_pipeline_set(&pd, sets[i], err, sizeof err) < 0)
+        if (clapp_pipedesc_set(&pd, sets[i], err, sizeof err) < 0)
             goto fail;
-    if (clapp_pipeline_resolve(&pd, &reg, err, sizeof err) < 0)
+    if (clapp_pipedesc_resolve(&pd, &reg, err, sizeof err) < 0)
         goto fail;
 
     memset(&src, 0, sizeof src);
@@ -341,7 +341,7 @@ fail:
     free(blk.lane);
     clapp_tensor_free(&blk.x);
     clapp_graph_destroy(&g);
-    clapp_pipeline_free(&pd);
+    clapp_pipedesc_free(&pd);
     clapp_registry_free(&reg);
     free(sets);
     return status;
