@@ -1,4 +1,4 @@
-/* Augmentation in the source element (core/augment.h): off is bit-identical
+/* Augmentation in the source element (core/media/augment.h): off is bit-identical
  * to no augmentation, draws are seeded, and each perturbation does what its
  * draw says: gain, SNR, equaliser response, speed with aligned labels. */
 #include <math.h>
@@ -7,9 +7,9 @@
 #include <string.h>
 
 #include "testutil.h"
-#include "augment.h"
-#include "manifest.h"
-#include "source.h"
+#include "media/augment.h"
+#include "media/manifest.h"
+#include "media/source.h"
 
 #ifndef M_PI
 #define M_PI 3.14159265358979323846

@@ -10,8 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
-#include "graph.h"
+#include "storage/checkpoint.h"
+#include "graph/graph.h"
 #include "testutil.h"
 
 typedef struct env {
@@ -31,8 +31,8 @@ static int env_open(env *e, const char *text, int64_t channels, char *err, size_
     tu_host_init(&e->host, &e->log);
     clapp_registry_init_default(&e->reg, &e->host);
     clapp_registry_load_dir(&e->reg, CLAPP_TEST_FIXTURE_DIR);
-    if ((rc = clapp_pipeline_parse(&e->pd, text, "<test>", err, errlen)) < 0 ||
-        (rc = clapp_pipeline_resolve(&e->pd, &e->reg, err, errlen)) < 0)
+    if ((rc = clapp_pipedesc_parse(&e->pd, text, "<test>", err, errlen)) < 0 ||
+        (rc = clapp_pipedesc_resolve(&e->pd, &e->reg, err, errlen)) < 0)
         return rc;
     clapp_graph_default_params(&gp);
     return clapp_graph_create(&e->g, &e->pd, &src, &gp, &e->host, err, errlen);
@@ -41,7 +41,7 @@ static int env_open(env *e, const char *text, int64_t channels, char *err, size_
 static void env_close(env *e)
 {
     clapp_graph_destroy(&e->g);
-    clapp_pipeline_free(&e->pd);
+    clapp_pipedesc_free(&e->pd);
     clapp_registry_free(&e->reg);
     tu_log_free(&e->log);
 }
@@ -56,7 +56,7 @@ static void test_round_trip(void **state)
     env a, b;
     char err[1024] = "";
     char *dir = tu_tmpdir("ckpt"), *path = tu_path(dir, "c.safetensors");
-    clapp_checkpoint_options co = {1, 1};
+    clapp_ckpt_options co = {1, 1};
     (void)state;
     assert_int_equal(env_open(&a, "source ! fixture_scale name=s init=1 ! fixture_scale name=t", 5, err, sizeof err), 0);
     for (int c = 0; c < 5; c++) {
@@ -64,15 +64,15 @@ static void test_round_trip(void **state)
         gain(&a, 2)[c] = -(float)c;
     }
     a.g.blocks = 42;
-    assert_int_equal(clapp_checkpoint_save(&a.g, path, &co, err, sizeof err), 0);
+    assert_int_equal(clapp_ckpt_save(&a.g, path, &co, err, sizeof err), 0);
     assert_int_equal(env_open(&b, "source ! fixture_scale name=s ! fixture_scale name=t", 5, err, sizeof err), 0);
-    assert_int_equal(clapp_checkpoint_load(&b.g, path, &co, err, sizeof err), 0);
+    assert_int_equal(clapp_ckpt_load(&b.g, path, &co, err, sizeof err), 0);
     for (int c = 0; c < 5; c++) {
         assert_true(gain(&b, 1)[c] == 0.5f + (float)c);
         assert_true(gain(&b, 2)[c] == -(float)c);
     }
     assert_int_equal(b.g.blocks, 42);
-    char *pipe = clapp_checkpoint_read_meta(path, "pipeline", err, sizeof err);
+    char *pipe = clapp_ckpt_read_meta(path, "pipeline", err, sizeof err);
     assert_non_null(pipe);
     assert_non_null(strstr(pipe, "fixture_scale name=s"));
     free(pipe);
@@ -89,11 +89,11 @@ static void expect_refused(const char *path, const char *text, int64_t channels,
 {
     env b;
     char err[1024] = "";
-    clapp_checkpoint_options co = {0, 1};
+    clapp_ckpt_options co = {0, 1};
     assert_int_equal(env_open(&b, text, channels, err, sizeof err), 0);
     for (int c = 0; c < channels; c++)
         gain(&b, 1)[c] = 7.0f;
-    assert_true(clapp_checkpoint_load(&b.g, path, &co, err, sizeof err) < 0);
+    assert_true(clapp_ckpt_load(&b.g, path, &co, err, sizeof err) < 0);
     if (!strstr(err, path) || !strstr(err, cause))
         fail_msg("message '%s' should name %s and say '%s'", err, path, cause);
     for (int c = 0; c < channels; c++)
@@ -106,10 +106,10 @@ static void test_bad_files_refused(void **state)
     env a;
     char err[1024] = "";
     char *dir = tu_tmpdir("ckpt"), *path = tu_path(dir, "c.safetensors");
-    clapp_checkpoint_options co = {0, 1};
+    clapp_ckpt_options co = {0, 1};
     (void)state;
     assert_int_equal(env_open(&a, "source ! fixture_scale name=s init=3", 6, err, sizeof err), 0);
-    assert_int_equal(clapp_checkpoint_save(&a.g, path, &co, err, sizeof err), 0);
+    assert_int_equal(clapp_ckpt_save(&a.g, path, &co, err, sizeof err), 0);
     env_close(&a);
 
     expect_refused(path, "source ! fixture_scale name=s", 4, "shape [6] in the checkpoint but [4]");
@@ -145,13 +145,13 @@ static void test_kill_during_write(void **state)
 {
     char err[1024] = "";
     char *dir = tu_tmpdir("ckpt"), *path = tu_path(dir, "c.safetensors");
-    clapp_checkpoint_options co = {0, 1};
+    clapp_ckpt_options co = {0, 1};
     const int64_t C = 2 * 1024 * 1024;   /* 8 MB per checkpoint: writes take a while */
     (void)state;
     {
         env a;
         assert_int_equal(env_open(&a, "source ! fixture_scale name=s init=1", C, err, sizeof err), 0);
-        assert_int_equal(clapp_checkpoint_save(&a.g, path, &co, err, sizeof err), 0);
+        assert_int_equal(clapp_ckpt_save(&a.g, path, &co, err, sizeof err), 0);
         env_close(&a);
     }
     for (int round = 0; round < 4; round++) {
@@ -163,7 +163,7 @@ static void test_kill_during_write(void **state)
             for (int k = 0;; k++) {
                 for (int64_t c = 0; c < C; c++)
                     gain(&w, 1)[c] = (float)(k + 2);
-                clapp_checkpoint_save(&w.g, path, &co, err, sizeof err);
+                clapp_ckpt_save(&w.g, path, &co, err, sizeof err);
             }
         }
         struct timespec ts = {0, 30000000L + 17000000L * round};
@@ -172,7 +172,7 @@ static void test_kill_during_write(void **state)
         waitpid(pid, NULL, 0);
         env b;
         assert_int_equal(env_open(&b, "source ! fixture_scale name=s", C, err, sizeof err), 0);
-        if (clapp_checkpoint_load(&b.g, path, &co, err, sizeof err) < 0)
+        if (clapp_ckpt_load(&b.g, path, &co, err, sizeof err) < 0)
             fail_msg("round %d: %s", round, err);
         /* Whole: every value from the same write. */
         float v = gain(&b, 1)[0];

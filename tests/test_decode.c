@@ -15,7 +15,7 @@
 
 #include <libavutil/log.h>
 
-#include "decode.h"
+#include "media/decode.h"
 #include "testutil.h"
 
 static char *g_dir;

@@ -1,4 +1,4 @@
-/* Feature diagnostics (core/diag.h) against a direct double computation on
+/* Feature diagnostics (core/learning/diag.h) against a direct double computation on
  * known data: participation ratio of isotropic data ~ C, of rank-1 data 1,
  * of random correlated data equal to the two-pass formula; dead channels for
  * ReLU (all zero) and other outputs (constant); only valid steps count
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "diag.h"
+#include "learning/diag.h"
 #include "testutil.h"
 
 #define CLAPP_BIN CLAPP_TEST_BINARY_DIR "/clapp"

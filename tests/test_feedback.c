@@ -1,4 +1,4 @@
-/* Direct feedback (a loss element with context=, core/graph.c): the targets
+/* Direct feedback (a loss element with context=, core/graph/graph.c): the targets
  * are the own layer's output, the context a later layer's output, detached.
  *
  * 1. one SGD step: the gradients of the layer (weight, bias) and of W_k equal
@@ -15,11 +15,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
-#include "graph.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "storage/checkpoint.h"
+#include "learning/loss_clapp.h"
+#include "learning/loss_supervised.h"
+#include "graph/graph.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
+
+/* The `clapp` element's parts (learning/loss_clapp.h) and the classifier of
+ * a `supervised` one, from a graph node. */
+static inline const clapp_loss_params *node_loss_params(const clapp_node *nd)
+{
+    return clapp_loss_clapp_params(nd->loss_form, nd->loss_self);
+}
+static inline clapp_loss *node_loss_flat(const clapp_node *nd)
+{
+    return clapp_loss_clapp_flat(nd->loss_form, nd->loss_self);
+}
+static inline clapp_loss_video *node_loss_video(const clapp_node *nd)
+{
+    return clapp_loss_clapp_video(nd->loss_form, nd->loss_self);
+}
+static inline clapp_loss_supervised *node_loss_sup(const clapp_node *nd)
+{
+    return clapp_loss_supervised_of(nd->loss_form, nd->loss_self);
+}
 
 #define LANES 2
 
@@ -42,8 +63,8 @@ static int run_open(run *r, const char *text, int64_t T, int sgd, double lr, cha
     r->T = T;
     tu_host_init(&r->host, &r->log);
     assert_int_equal(clapp_registry_init_default(&r->reg, &r->host), 0);
-    if (clapp_pipeline_parse(&r->pd, text, "<test>", err, errlen) < 0 ||
-        clapp_pipeline_resolve(&r->pd, &r->reg, err, errlen) < 0)
+    if (clapp_pipedesc_parse(&r->pd, text, "<test>", err, errlen) < 0 ||
+        clapp_pipedesc_resolve(&r->pd, &r->reg, err, errlen) < 0)
         fail_msg("%s", err);
     clapp_graph_default_params(&gp);
     gp.seed = 5;
@@ -63,7 +84,7 @@ static void run_close(run *r)
 {
     clapp_tensor_free(&r->blk.x);
     clapp_graph_destroy(&r->g);
-    clapp_pipeline_free(&r->pd);
+    clapp_pipedesc_free(&r->pd);
     clapp_registry_free(&r->reg);
     tu_log_free(&r->log);
 }
@@ -88,7 +109,7 @@ static void fill(run *r, int block, double amp)
 
 static int node(const run *r, const char *name)
 {
-    int i = clapp_pipeline_find(&r->pd, name);
+    int i = clapp_pipedesc_find(&r->pd, name);
     assert_true(i > 0);
     return i;
 }
@@ -134,7 +155,7 @@ static void test_feedback_gradients(void **state)
     float *wb = copy_of(param(&r, "b", "weight")), *Wf = copy_of(param(&r, "fb", "W"));
     fill(&r, 0, 4.0);
     assert_int_equal(clapp_graph_process(&r.g, &r.blk, err, sizeof err), 0);
-    assert_int_equal(clapp_loss_last_draws(r.g.nodes[node(&r, "fb")].loss, &d), 0);
+    assert_int_equal(clapp_loss_last_draws(node_loss_flat(&r.g.nodes[node(&r, "fb")]), &d), 0);
     const clapp_block *cb = clapp_graph_output(&r.g, node(&r, "b"));
     const float *x = r.blk.x.data;
     int32_t lens[LANES];
@@ -287,7 +308,7 @@ static void train_and_resume(const char *text, const char *label)
     enum { BLOCKS = 40, SPLIT = 30, T = 400 };
     run r;
     char err[1024] = "", *dir = tu_tmpdir("feedback"), *ck = tu_path(dir, "f.safetensors");
-    clapp_checkpoint_options opt = {1, 1};
+    clapp_ckpt_options opt = {1, 1};
     double first = 0, last = 0;
     float *w1, *w2;
     int64_t n1, n2;
@@ -301,7 +322,7 @@ static void train_and_resume(const char *text, const char *label)
         if (blk >= BLOCKS - 10)
             last += l / 10;
         if (blk + 1 == SPLIT)
-            assert_int_equal(clapp_checkpoint_save(&r.g, ck, &opt, err, sizeof err), 0);
+            assert_int_equal(clapp_ckpt_save(&r.g, ck, &opt, err, sizeof err), 0);
     }
     print_message("%s: feedback loss %.4f over the first 10 blocks, %.4f over the last 10\n",
                   label, first, last);
@@ -310,7 +331,7 @@ static void train_and_resume(const char *text, const char *label)
     run_close(&r);
 
     assert_int_equal(run_open(&r, text, T, 0, 3e-3, err, sizeof err), 0);
-    assert_int_equal(clapp_checkpoint_load(&r.g, ck, &opt, err, sizeof err), 0);
+    assert_int_equal(clapp_ckpt_load(&r.g, ck, &opt, err, sizeof err), 0);
     for (int blk = SPLIT; blk < BLOCKS; blk++) {
         fill(&r, blk, 1.0);
         assert_int_equal(clapp_graph_process(&r.g, &r.blk, err, sizeof err), 0);

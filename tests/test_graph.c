@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "graph/graph.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
 
 typedef struct fixture {
@@ -28,8 +28,8 @@ static void setup_graph(fixture *f, const char *text, int learn)
     tu_host_init(&f->host, &f->log);
     assert_int_equal(clapp_registry_init_default(&f->reg, &f->host), 0);
     assert_int_equal(clapp_registry_load_dir(&f->reg, CLAPP_TEST_FIXTURE_DIR), 0);
-    if (clapp_pipeline_parse(&f->pd, text, "<test>", err, sizeof err) < 0 ||
-        clapp_pipeline_resolve(&f->pd, &f->reg, err, sizeof err) < 0)
+    if (clapp_pipedesc_parse(&f->pd, text, "<test>", err, sizeof err) < 0 ||
+        clapp_pipedesc_resolve(&f->pd, &f->reg, err, sizeof err) < 0)
         fail_msg("%s", err);
     clapp_graph_default_params(&gp);
     gp.learn = learn;
@@ -40,7 +40,7 @@ static void setup_graph(fixture *f, const char *text, int learn)
 static void teardown_graph(fixture *f)
 {
     clapp_graph_destroy(&f->g);
-    clapp_pipeline_free(&f->pd);
+    clapp_pipedesc_free(&f->pd);
     clapp_registry_free(&f->reg);
     tu_log_free(&f->log);
 }
@@ -134,13 +134,13 @@ static void test_first_element_must_be_source(void **state)
     (void)state;
     tu_host_init(&host, &log);
     assert_int_equal(clapp_registry_init_default(&reg, &host), 0);
-    assert_int_equal(clapp_pipeline_parse(&pd, "features ! features", "x.pipe", err, sizeof err), 0);
-    assert_int_equal(clapp_pipeline_resolve(&pd, &reg, err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_parse(&pd, "features ! features", "x.pipe", err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_resolve(&pd, &reg, err, sizeof err), 0);
     clapp_graph_default_params(&gp);
     assert_true(clapp_graph_create(&g, &pd, &src, &gp, &host, err, sizeof err) < 0);
     assert_non_null(strstr(err, "source"));
     clapp_graph_destroy(&g);
-    clapp_pipeline_free(&pd);
+    clapp_pipedesc_free(&pd);
     clapp_registry_free(&reg);
     tu_log_free(&log);
 }

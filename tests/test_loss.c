@@ -1,4 +1,4 @@
-/* The contrastive loss element (core/loss.c).
+/* The contrastive loss element (core/learning/loss.c).
  *
  * 1. finite differences of the loss value against the engine's gradients
  *    (z, c, W, W_retro) for every mode, separate and shared streams;
@@ -18,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "loss.h"
+#include "learning/loss.h"
 #include "testutil.h"
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -977,7 +977,7 @@ static void test_loss_refusals(void **state)
     p.steps = 0;
     assert_int_equal(clapp_loss_create(&L, &p, 4, 4, 2, 8, &host, "bad"), CLAPP_E_INVAL);
     assert_null(L);
-    assert_int_equal(tu_log_count(&log, "core/loss.c"), 1);
+    assert_int_equal(tu_log_count(&log, "core/learning/loss.c"), 1);
     clapp_loss_default_params(&p);
     assert_int_equal(clapp_loss_create(&L, &p, 4, 4, 2, 8, &host, "l"), 0);
     tb_init(&z, 2, 3, 8, lens); /* wrong feature size */
@@ -996,7 +996,7 @@ static void test_loss_refusals(void **state)
     }
     z.lane[1].len = 9;
     assert_int_equal(clapp_loss_compute(L, &z.blk, &z.blk, NULL, NULL, NULL), CLAPP_E_INVAL);
-    assert_int_equal(tu_log_count(&log, "core/loss.c"), 6);
+    assert_int_equal(tu_log_count(&log, "core/learning/loss.c"), 6);
     clapp_loss_destroy(L);
     clapp_tensor_free(&g);
     clapp_tensor_free(&z.blk.x);

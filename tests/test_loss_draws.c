@@ -1,5 +1,5 @@
 /* The loss element's random draws and the defaults that follow the reference
- * codes (core/loss.c, core/graph.c, core/checkpoint.c):
+ * codes (core/learning/loss.c, core/graph/graph.c, core/storage/checkpoint.c):
  *
  * 1. per-step negatives differ across k and are uniform over the pool with
  *    replacement (chi-square over many draws); shared ones are one set per
@@ -19,12 +19,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
-#include "graph.h"
-#include "loss.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "storage/checkpoint.h"
+#include "learning/loss_clapp.h"
+#include "learning/loss_supervised.h"
+#include "graph/graph.h"
+#include "learning/loss.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
+
+/* The `clapp` element's parts (learning/loss_clapp.h) and the classifier of
+ * a `supervised` one, from a graph node. */
+static inline const clapp_loss_params *node_loss_params(const clapp_node *nd)
+{
+    return clapp_loss_clapp_params(nd->loss_form, nd->loss_self);
+}
+static inline clapp_loss *node_loss_flat(const clapp_node *nd)
+{
+    return clapp_loss_clapp_flat(nd->loss_form, nd->loss_self);
+}
+static inline clapp_loss_video *node_loss_video(const clapp_node *nd)
+{
+    return clapp_loss_clapp_video(nd->loss_form, nd->loss_self);
+}
+static inline clapp_loss_supervised *node_loss_sup(const clapp_node *nd)
+{
+    return clapp_loss_supervised_of(nd->loss_form, nd->loss_self);
+}
 
 static uint64_t trng = 0x2545F4914F6CDD1Dull;
 static double tnormal(void)
@@ -502,8 +523,8 @@ static int gfix_open(gfix *f, const char *text)
     memset(f, 0, sizeof *f);
     tu_host_init(&f->host, &f->log);
     assert_int_equal(clapp_registry_init_default(&f->reg, &f->host), 0);
-    if (clapp_pipeline_parse(&f->pd, text, "<test>", f->err, sizeof f->err) < 0 ||
-        clapp_pipeline_resolve(&f->pd, &f->reg, f->err, sizeof f->err) < 0)
+    if (clapp_pipedesc_parse(&f->pd, text, "<test>", f->err, sizeof f->err) < 0 ||
+        clapp_pipedesc_resolve(&f->pd, &f->reg, f->err, sizeof f->err) < 0)
         fail_msg("%s", f->err);
     clapp_graph_default_params(&gp);
     return clapp_graph_create(&f->g, &f->pd, &src, &gp, &f->host, f->err, sizeof f->err);
@@ -512,7 +533,7 @@ static int gfix_open(gfix *f, const char *text)
 static void gfix_close(gfix *f)
 {
     clapp_graph_destroy(&f->g);
-    clapp_pipeline_free(&f->pd);
+    clapp_pipedesc_free(&f->pd);
     clapp_registry_free(&f->reg);
     tu_log_free(&f->log);
 }
@@ -537,7 +558,7 @@ static void test_grad_target_defaults(void **state)
         snprintf(text, sizeof text, LAYERS "! clapp name=lb steps=2 negatives=2 window=0 %s",
                  cases[i].loss);
         assert_int_equal(gfix_open(&f, text), 0);
-        assert_int_equal(f.g.nodes[4].loss_params.grad_target, cases[i].expect);
+        assert_int_equal(node_loss_params(&f.g.nodes[4])->grad_target, cases[i].expect);
         gfix_close(&f);
     }
     /* InfoNCE with the target inside its own module (CPC end to end): true */
@@ -546,7 +567,7 @@ static void test_grad_target_defaults(void **state)
         assert_int_equal(gfix_open(&f, "source ! conv1d name=a out=4 kernel=1 stride=1 pad=0 "
                                        "! conv1d name=b out=3 kernel=1 stride=1 pad=0 "
                                        "! clapp name=l mode=infonce target=a window=0"), 0);
-        assert_int_equal(f.g.nodes[3].loss_params.grad_target, 1);
+        assert_int_equal(node_loss_params(&f.g.nodes[3])->grad_target, 1);
         gfix_close(&f);
     }
 }
@@ -592,40 +613,40 @@ static void test_old_checkpoint(void **state)
     const char *text = LAYERS "! clapp name=lb mode=infonce target=a steps=2 negatives=2 window=0 "
                        "! clapp name=lc mode=clapp-s neg_draw=per_step target=a window=0";
     char *dir = tu_tmpdir("lossver"), *path = tu_path(dir, "c.safetensors"), *v;
-    clapp_checkpoint_options opt = {1, 1};
+    clapp_ckpt_options opt = {1, 1};
     gfix f;
     clapp_loss_draws d;
     (void)state;
     assert_int_equal(gfix_open(&f, text), 0);
-    assert_int_equal(clapp_checkpoint_save(&f.g, path, &opt, f.err, sizeof f.err), 0);
+    assert_int_equal(clapp_ckpt_save(&f.g, path, &opt, f.err, sizeof f.err), 0);
     gfix_close(&f);
-    v = clapp_checkpoint_read_meta(path, "loss_version", f.err, sizeof f.err);
+    v = clapp_ckpt_read_meta(path, "loss_version", f.err, sizeof f.err);
     assert_string_equal(v, "2");
     free(v);
 
     /* as written before the change: no loss_version */
     rename_meta_key(path, "\"loss_version\"", "\"loss_versioX\"");
     assert_int_equal(gfix_open(&f, text), 0);
-    assert_int_equal(f.g.nodes[4].loss_params.grad_target, 0);
-    assert_int_equal(clapp_checkpoint_load(&f.g, path, &opt, f.err, sizeof f.err), 0);
+    assert_int_equal(node_loss_params(&f.g.nodes[4])->grad_target, 0);
+    assert_int_equal(clapp_ckpt_load(&f.g, path, &opt, f.err, sizeof f.err), 0);
     assert_int_equal(f.g.loss_version, 1);
-    assert_int_equal(f.g.nodes[2].loss_params.neg_draw, CLAPP_LOSS_NEG_SHARED);   /* la: unset */
-    assert_int_equal(f.g.nodes[4].loss_params.neg_draw, CLAPP_LOSS_NEG_SHARED);
-    assert_int_equal(f.g.nodes[4].loss_params.grad_target, 1);   /* the old default */
-    assert_int_equal(f.g.nodes[5].loss_params.neg_draw, CLAPP_LOSS_NEG_PER_STEP); /* explicit */
-    assert_int_equal(clapp_loss_last_draws(f.g.nodes[2].loss, &d), 0);
+    assert_int_equal(node_loss_params(&f.g.nodes[2])->neg_draw, CLAPP_LOSS_NEG_SHARED);   /* la: unset */
+    assert_int_equal(node_loss_params(&f.g.nodes[4])->neg_draw, CLAPP_LOSS_NEG_SHARED);
+    assert_int_equal(node_loss_params(&f.g.nodes[4])->grad_target, 1);   /* the old default */
+    assert_int_equal(node_loss_params(&f.g.nodes[5])->neg_draw, CLAPP_LOSS_NEG_PER_STEP); /* explicit */
+    assert_int_equal(clapp_loss_last_draws(node_loss_flat(&f.g.nodes[2]), &d), 0);
     assert_false(d.per_step);
     /* saved again: still version 1, so the next resume behaves the same */
-    assert_int_equal(clapp_checkpoint_save(&f.g, path, &opt, f.err, sizeof f.err), 0);
+    assert_int_equal(clapp_ckpt_save(&f.g, path, &opt, f.err, sizeof f.err), 0);
     gfix_close(&f);
-    v = clapp_checkpoint_read_meta(path, "loss_version", f.err, sizeof f.err);
+    v = clapp_ckpt_read_meta(path, "loss_version", f.err, sizeof f.err);
     assert_string_equal(v, "1");
     free(v);
 
     /* a version from the future is refused, naming it */
     rename_meta_key(path, "\"loss_version\":\"1\"", "\"loss_version\":\"9\"");
     assert_int_equal(gfix_open(&f, text), 0);
-    assert_true(clapp_checkpoint_load(&f.g, path, &opt, f.err, sizeof f.err) < 0);
+    assert_true(clapp_ckpt_load(&f.g, path, &opt, f.err, sizeof f.err) < 0);
     print_message("refused: %s\n", f.err);
     assert_non_null(strstr(f.err, "loss_version '9'"));
     gfix_close(&f);

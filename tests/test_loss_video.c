@@ -1,4 +1,4 @@
-/* The video form of the contrastive loss (core/loss_video.c).
+/* The video form of the contrastive loss (core/learning/loss_video.c).
  *
  * 1. finite differences of the loss value against the engine's gradients
  *    (z == c, W; separate z and c streams; detach_context) for hinge and
@@ -20,11 +20,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph.h"
-#include "loss_video.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "graph/graph.h"
+#include "learning/loss_clapp.h"
+#include "learning/loss_supervised.h"
+#include "learning/loss_video.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
+
+/* The `clapp` element's parts (learning/loss_clapp.h) and the classifier of
+ * a `supervised` one, from a graph node. */
+static inline const clapp_loss_params *node_loss_params(const clapp_node *nd)
+{
+    return clapp_loss_clapp_params(nd->loss_form, nd->loss_self);
+}
+static inline clapp_loss *node_loss_flat(const clapp_node *nd)
+{
+    return clapp_loss_clapp_flat(nd->loss_form, nd->loss_self);
+}
+static inline clapp_loss_video *node_loss_video(const clapp_node *nd)
+{
+    return clapp_loss_clapp_video(nd->loss_form, nd->loss_self);
+}
+static inline clapp_loss_supervised *node_loss_sup(const clapp_node *nd)
+{
+    return clapp_loss_supervised_of(nd->loss_form, nd->loss_self);
+}
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -647,7 +668,7 @@ static void test_edges(void **state)
     p.mode = CLAPP_LOSS_CLAPP;
     assert_int_equal(clapp_loss_video_create(&L, &p, 2, 2, 2, 2, 2, 5, &host, "v"),
                      CLAPP_E_UNSUPPORTED);
-    assert_int_equal(tu_log_count(&log, "core/loss_video.c: mode=clapp"), 1);
+    assert_int_equal(tu_log_count(&log, "core/learning/loss_video.c: mode=clapp"), 1);
     p.mode = CLAPP_LOSS_CLAPP_S;
     p.retro = 1;
     assert_int_equal(clapp_loss_video_create(&L, &p, 2, 2, 2, 2, 2, 5, &host, "v"),
@@ -660,7 +681,7 @@ static void test_edges(void **state)
     vb_init(&bad, 2, 2, 5, 3, 2, lens_ok);
     assert_int_equal(clapp_loss_video_compute(L, &bad.blk, &bad.blk, NULL, NULL, &st),
                      CLAPP_E_SHAPE);
-    assert_int_equal(tu_log_count(&log, "core/loss_video.c: channels"), 1);
+    assert_int_equal(tu_log_count(&log, "core/learning/loss_video.c: channels"), 1);
     clapp_tensor_free(&bad.blk.x);
     /* more steps than the capacity */
     vb_init(&bad, 2, 2, 6, 2, 2, lens_ok);
@@ -737,8 +758,8 @@ static int grun_open(grun *r, const char *text, const clapp_stream_info *src)
     memset(r, 0, sizeof *r);
     tu_host_init(&r->host, &r->log);
     assert_int_equal(clapp_registry_init_default(&r->reg, &r->host), 0);
-    if (clapp_pipeline_parse(&r->pd, text, "<test>", r->err, sizeof r->err) < 0 ||
-        clapp_pipeline_resolve(&r->pd, &r->reg, r->err, sizeof r->err) < 0)
+    if (clapp_pipedesc_parse(&r->pd, text, "<test>", r->err, sizeof r->err) < 0 ||
+        clapp_pipedesc_resolve(&r->pd, &r->reg, r->err, sizeof r->err) < 0)
         fail_msg("%s", r->err);
     clapp_graph_default_params(&gp);
     gp.seed = 5;
@@ -748,7 +769,7 @@ static int grun_open(grun *r, const char *text, const clapp_stream_info *src)
 static void grun_close(grun *r)
 {
     clapp_graph_destroy(&r->g);
-    clapp_pipeline_free(&r->pd);
+    clapp_pipedesc_free(&r->pd);
     clapp_registry_free(&r->reg);
     tu_log_free(&r->log);
 }
@@ -773,8 +794,8 @@ static void test_graph_dispatch(void **state)
                                    "! clapp name=l steps=2", &src), 0);
     conv = &g.g.nodes[1];
     loss = &g.g.nodes[2];
-    assert_non_null(loss->loss_video);
-    assert_null(loss->loss);
+    assert_non_null(node_loss_video(loss));
+    assert_null(node_loss_flat(loss));
     assert_int_equal(loss->n_tensors, 1);
     assert_int_equal(loss->tensors[0].value->shape[0], 2);
     assert_int_equal(loss->tensors[0].value->shape[1], 4);
@@ -810,15 +831,15 @@ static void test_graph_dispatch(void **state)
     assert_int_equal(grun_open(&g, "source kind=video ! conv3d name=c out=4 kt=1 kh=3 kw=3 "
                                    "! clapp name=l steps=2 form=flat", &src), 0);
     loss = &g.g.nodes[2];
-    assert_null(loss->loss_video);
-    assert_non_null(loss->loss);
+    assert_null(node_loss_video(loss));
+    assert_non_null(node_loss_flat(loss));
     assert_int_equal(loss->tensors[0].value->shape[1], 4 * 4 * 5);
     grun_close(&g);
 
     /* auto on [B, C, T]: flat; video refused */
     assert_int_equal(grun_open(&g, "source ! conv1d name=c out=4 kernel=1 stride=1 pad=0 "
                                    "! clapp name=l steps=2", &src3), 0);
-    assert_non_null(g.g.nodes[2].loss);
+    assert_non_null(node_loss_flat(&g.g.nodes[2]));
     grun_close(&g);
     assert_int_equal(grun_open(&g, "source ! conv1d name=c out=4 kernel=1 stride=1 pad=0 "
                                    "! clapp name=l steps=2 form=video", &src3), CLAPP_E_SHAPE);

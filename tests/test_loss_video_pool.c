@@ -1,4 +1,4 @@
-/* The pooled video form of the contrastive loss (core/loss_video.h, pool=).
+/* The pooled video form of the contrastive loss (core/learning/loss_video.h, pool=).
  *
  * 1. an independent double formulation (pool the pixels, score every
  *    context/target pair with a full W_k, loss and gradients by loops, the
@@ -21,11 +21,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph.h"
-#include "loss_video.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "graph/graph.h"
+#include "learning/loss_clapp.h"
+#include "learning/loss_supervised.h"
+#include "learning/loss_video.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
+
+/* The `clapp` element's parts (learning/loss_clapp.h) and the classifier of
+ * a `supervised` one, from a graph node. */
+static inline const clapp_loss_params *node_loss_params(const clapp_node *nd)
+{
+    return clapp_loss_clapp_params(nd->loss_form, nd->loss_self);
+}
+static inline clapp_loss *node_loss_flat(const clapp_node *nd)
+{
+    return clapp_loss_clapp_flat(nd->loss_form, nd->loss_self);
+}
+static inline clapp_loss_video *node_loss_video(const clapp_node *nd)
+{
+    return clapp_loss_clapp_video(nd->loss_form, nd->loss_self);
+}
+static inline clapp_loss_supervised *node_loss_sup(const clapp_node *nd)
+{
+    return clapp_loss_supervised_of(nd->loss_form, nd->loss_self);
+}
 
 typedef struct trng { uint64_t s; } trng;
 static double trand(trng *r)
@@ -627,8 +648,8 @@ static int grun_open(grun *r, const char *text, const clapp_stream_info *src)
     memset(r, 0, sizeof *r);
     tu_host_init(&r->host, &r->log);
     assert_int_equal(clapp_registry_init_default(&r->reg, &r->host), 0);
-    if (clapp_pipeline_parse(&r->pd, text, "<test>", r->err, sizeof r->err) < 0 ||
-        clapp_pipeline_resolve(&r->pd, &r->reg, r->err, sizeof r->err) < 0)
+    if (clapp_pipedesc_parse(&r->pd, text, "<test>", r->err, sizeof r->err) < 0 ||
+        clapp_pipedesc_resolve(&r->pd, &r->reg, r->err, sizeof r->err) < 0)
         fail_msg("%s", r->err);
     clapp_graph_default_params(&gp);
     gp.seed = 5;
@@ -638,7 +659,7 @@ static int grun_open(grun *r, const char *text, const clapp_stream_info *src)
 static void grun_close(grun *r)
 {
     clapp_graph_destroy(&r->g);
-    clapp_pipeline_free(&r->pd);
+    clapp_pipedesc_free(&r->pd);
     clapp_registry_free(&r->reg);
     tu_log_free(&r->log);
 }
@@ -667,7 +688,7 @@ static void test_graph(void **state)
     loss = &g.g.nodes[2];
     oh = conv->out_info.shape[3];
     ow = conv->out_info.shape[4];
-    assert_non_null(loss->loss_video);
+    assert_non_null(node_loss_video(loss));
     assert_int_equal(loss->tensors[0].value->shape[1], 4 * ((oh + 1) / 2) * ((ow + 1) / 2));
     assert_int_equal(loss->tensors[0].value->shape[2], 4 * ((oh + 1) / 2) * ((ow + 1) / 2));
     vb_init(&in, 2, 3, 7, 7, 8, lens);

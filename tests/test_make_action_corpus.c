@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "manifest.h"
+#include "media/manifest.h"
 #include "testutil.h"
 
 #define TOOL CLAPP_TEST_BINARY_DIR "/make_action_corpus"

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "testutil.h"
-#include "manifest.h"
+#include "media/manifest.h"
 
 typedef struct fx {
     char *dir;

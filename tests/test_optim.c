@@ -11,11 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
-#include "graph.h"
-#include "optim.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "storage/checkpoint.h"
+#include "graph/graph.h"
+#include "learning/optim.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
 
 #define CLAPP_BIN CLAPP_TEST_BINARY_DIR "/clapp"
@@ -366,9 +366,9 @@ static void gfix_open(gfix *f, const clapp_optim_params *op)
     memset(f, 0, sizeof *f);
     tu_host_init(&f->host, &f->log);
     assert_int_equal(clapp_registry_init_default(&f->reg, &f->host), 0);
-    if (clapp_pipeline_parse(&f->pd, "source ! conv1d name=c out=4 kernel=10 stride=5 "
+    if (clapp_pipedesc_parse(&f->pd, "source ! conv1d name=c out=4 kernel=10 stride=5 "
                              "! clapp name=l steps=2 negatives=2 window=0", "<test>", err, sizeof err) < 0 ||
-        clapp_pipeline_resolve(&f->pd, &f->reg, err, sizeof err) < 0)
+        clapp_pipedesc_resolve(&f->pd, &f->reg, err, sizeof err) < 0)
         fail_msg("%s", err);
     clapp_graph_default_params(&gp);
     gp.optim = *op;
@@ -379,7 +379,7 @@ static void gfix_open(gfix *f, const clapp_optim_params *op)
 static void gfix_close(gfix *f)
 {
     clapp_graph_destroy(&f->g);
-    clapp_pipeline_free(&f->pd);
+    clapp_pipedesc_free(&f->pd);
     clapp_registry_free(&f->reg);
     tu_log_free(&f->log);
 }
@@ -390,7 +390,7 @@ static void gfix_close(gfix *f)
 static void test_checkpoint_optim_settings(void **state)
 {
     clapp_optim_params p, q;
-    clapp_checkpoint_options resume = {1, 1}, weights = {0, 1};
+    clapp_ckpt_options resume = {1, 1}, weights = {0, 1};
     char err[1024] = "", *dir = tu_tmpdir("optim_ckpt"), *path = tu_path(dir, "c.st"), *text;
     cJSON *j;
     gfix f;
@@ -405,10 +405,10 @@ static void test_checkpoint_optim_settings(void **state)
     p.weight_decay = 0.01;
     p.decoupled_wd = 1;
     gfix_open(&f, &p);
-    assert_int_equal(clapp_checkpoint_save(&f.g, path, &resume, err, sizeof err), 0);
+    assert_int_equal(clapp_ckpt_save(&f.g, path, &resume, err, sizeof err), 0);
     gfix_close(&f);
 
-    text = clapp_checkpoint_read_meta(path, "optim", err, sizeof err);
+    text = clapp_ckpt_read_meta(path, "optim", err, sizeof err);
     assert_non_null(text);
     j = cJSON_Parse(text);
     assert_non_null(j);
@@ -426,27 +426,27 @@ static void test_checkpoint_optim_settings(void **state)
 
     /* the same settings resume */
     gfix_open(&f, &p);
-    assert_int_equal(clapp_checkpoint_load(&f.g, path, &resume, err, sizeof err), 0);
+    assert_int_equal(clapp_ckpt_load(&f.g, path, &resume, err, sizeof err), 0);
     gfix_close(&f);
     /* another warmup, clip or eps: refused, naming the option */
     q = p;
     q.warmup = 0;
     gfix_open(&f, &q);
-    assert_int_equal(clapp_checkpoint_load(&f.g, path, &resume, err, sizeof err), CLAPP_E_INVAL);
+    assert_int_equal(clapp_ckpt_load(&f.g, path, &resume, err, sizeof err), CLAPP_E_INVAL);
     assert_non_null(strstr(err, "was trained with --warmup 100, this run has 0"));
     /* weights only: fine */
-    assert_int_equal(clapp_checkpoint_load(&f.g, path, &weights, err, sizeof err), 0);
+    assert_int_equal(clapp_ckpt_load(&f.g, path, &weights, err, sizeof err), 0);
     gfix_close(&f);
     q = p;
     q.clip = 1;
     gfix_open(&f, &q);
-    assert_int_equal(clapp_checkpoint_load(&f.g, path, &resume, err, sizeof err), CLAPP_E_INVAL);
+    assert_int_equal(clapp_ckpt_load(&f.g, path, &resume, err, sizeof err), CLAPP_E_INVAL);
     assert_non_null(strstr(err, "--clip 2.5, this run has 1"));
     gfix_close(&f);
     q = p;
     q.eps = 1e-8;
     gfix_open(&f, &q);
-    assert_int_equal(clapp_checkpoint_load(&f.g, path, &resume, err, sizeof err), CLAPP_E_INVAL);
+    assert_int_equal(clapp_ckpt_load(&f.g, path, &resume, err, sizeof err), CLAPP_E_INVAL);
     assert_non_null(strstr(err, "--adam-eps 1e-06, this run has 1e-08"));
     gfix_close(&f);
 

@@ -7,8 +7,9 @@
 
 #include "testutil.h"
 
-#include "pipeline.h"
-#include "registry.h"
+#include "graph/pipeline.h"
+#include "graph/params.h"
+#include "graph/registry.h"
 
 /* ---- descriptors used by the tests (parameter tables only) ---------------- */
 
@@ -103,7 +104,7 @@ static void expect_parse_error(const char *text, int want_rc, const char *want)
 {
     clapp_pipeline_desc pd;
     char err[1024] = "";
-    int rc = clapp_pipeline_parse(&pd, text, "t.pipe", err, sizeof err);
+    int rc = clapp_pipedesc_parse(&pd, text, "t.pipe", err, sizeof err);
     if (rc != want_rc || !strstr(err, want))
         print_error("input: <<%s>>\n  rc %d (want %d)\n  got:  %s\n  want: %s\n", text, rc,
                     want_rc, err, want);
@@ -112,7 +113,7 @@ static void expect_parse_error(const char *text, int want_rc, const char *want)
     /* A failed parse leaves nothing to free and a zeroed description. */
     assert_int_equal(pd.n, 0);
     assert_null(pd.elems);
-    clapp_pipeline_free(&pd);
+    clapp_pipedesc_free(&pd);
 }
 
 /* Parse and resolve `text`; expect resolve to fail with `want`. */
@@ -122,16 +123,16 @@ static void expect_resolve_error(fixture *f, const char *text, const char *set, 
     clapp_pipeline_desc pd;
     char err[2048] = "";
     int rc;
-    assert_int_equal(clapp_pipeline_parse(&pd, text, "t.pipe", err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_parse(&pd, text, "t.pipe", err, sizeof err), 0);
     if (set)
-        assert_int_equal(clapp_pipeline_set(&pd, set, err, sizeof err), 0);
-    rc = clapp_pipeline_resolve(&pd, &f->reg, err, sizeof err);
+        assert_int_equal(clapp_pipedesc_set(&pd, set, err, sizeof err), 0);
+    rc = clapp_pipedesc_resolve(&pd, &f->reg, err, sizeof err);
     if (rc != want_rc || !strstr(err, want))
         print_error("input: <<%s>>\n  rc %d (want %d)\n  got:  %s\n  want: %s\n", text, rc,
                     want_rc, err, want);
     assert_int_equal(rc, want_rc);
     assert_non_null(strstr(err, want));
-    clapp_pipeline_free(&pd); /* after a partial resolve */
+    clapp_pipedesc_free(&pd); /* after a partial resolve */
 }
 
 /* ---- tests ------------------------------------------------------------------ */
@@ -150,7 +151,7 @@ static void test_parse_good(void **state)
     char err[512] = "";
     const clapp_pipe_elem *e;
 
-    assert_int_equal(clapp_pipeline_parse(&pd, text, NULL, err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_parse(&pd, text, NULL, err, sizeof err), 0);
     assert_string_equal(pd.file, "<string>");
     assert_int_equal(pd.n, 5);
 
@@ -202,10 +203,10 @@ static void test_parse_good(void **state)
     assert_string_equal(e->type, "probe");
     assert_int_equal(e->col, 18);
     assert_string_equal(e->kv[0].value, "p"); /* '#' starts a comment outside quotes */
-    assert_int_equal(clapp_pipeline_find(&pd, "probe0"), 4);
-    assert_int_equal(clapp_pipeline_find(&pd, "c1"), 1);
-    assert_int_equal(clapp_pipeline_find(&pd, "conv1d0"), -1);
-    clapp_pipeline_free(&pd);
+    assert_int_equal(clapp_pipedesc_find(&pd, "probe0"), 4);
+    assert_int_equal(clapp_pipedesc_find(&pd, "c1"), 1);
+    assert_int_equal(clapp_pipedesc_find(&pd, "conv1d0"), -1);
+    clapp_pipedesc_free(&pd);
 }
 
 static void test_parse_errors(void **state)
@@ -250,7 +251,7 @@ static void test_default_names(void **state)
     clapp_pipeline_desc pd;
     char err[512];
     /* The third conv1d's default, conv1d2, is taken by an explicit name, and so is conv1d2_2. */
-    assert_int_equal(clapp_pipeline_parse(&pd,
+    assert_int_equal(clapp_pipedesc_parse(&pd,
                                           "source ! conv1d ! conv1d name=conv1d2 ! conv1d "
                                           "! conv1d name=conv1d2_2 ! probe ! conv1d-x ! conv1d-x",
                                           "t.pipe", err, sizeof err),
@@ -264,7 +265,7 @@ static void test_default_names(void **state)
     assert_string_equal(pd.elems[5].name, "probe0");
     assert_string_equal(pd.elems[6].name, "conv1d-x0");
     assert_string_equal(pd.elems[7].name, "conv1d-x1");
-    clapp_pipeline_free(&pd);
+    clapp_pipedesc_free(&pd);
 }
 
 static void test_param_int(void **state)
@@ -401,7 +402,7 @@ static void test_resolve_values(void **state)
     clapp_pipeline_desc pd;
     char err[1024] = "";
     const clapp_pipe_elem *e;
-    assert_int_equal(clapp_pipeline_parse(&pd,
+    assert_int_equal(clapp_pipedesc_parse(&pd,
                                           "source rate=22050 lanes=2k\n"
                                           "! conv1d name=c1 kernel=10 stride=5 activation=none "
                                           "bias=off init_scale=0.5 lr=1e-4 learn=no\n"
@@ -409,7 +410,7 @@ static void test_resolve_values(void **state)
                                           "! probe every=2M\n",
                                           "t.pipe", err, sizeof err),
                      0);
-    assert_int_equal(clapp_pipeline_resolve(&pd, &f->reg, err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_resolve(&pd, &f->reg, err, sizeof err), 0);
 
     e = &pd.elems[0];
     assert_ptr_equal(e->desc, clapp_registry_find(&f->reg, "source"));
@@ -453,10 +454,10 @@ static void test_resolve_values(void **state)
     assert_string_equal(val(e, "out")->s, "probe.jsonl");
 
     /* Resolving a second time (after an override) rebuilds the values. */
-    assert_int_equal(clapp_pipeline_set(&pd, "c1.kernel=11", err, sizeof err), 0);
-    assert_int_equal(clapp_pipeline_resolve(&pd, &f->reg, err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_set(&pd, "c1.kernel=11", err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_resolve(&pd, &f->reg, err, sizeof err), 0);
     assert_int_equal(val(&pd.elems[1], "kernel")->i, 11);
-    clapp_pipeline_free(&pd);
+    clapp_pipedesc_free(&pd);
 }
 
 static void test_resolve_errors(void **state)
@@ -506,47 +507,47 @@ static void test_set(void **state)
     fixture *f = *state;
     clapp_pipeline_desc pd;
     char err[1024] = "";
-    assert_int_equal(clapp_pipeline_parse(&pd, "source ! conv1d name=enc.v1 kernel=3", "t.pipe",
+    assert_int_equal(clapp_pipedesc_parse(&pd, "source ! conv1d name=enc.v1 kernel=3", "t.pipe",
                                           err, sizeof err),
                      CLAPP_E_FORMAT); /* '.' is not allowed in names, so --set can split */
-    assert_int_equal(clapp_pipeline_parse(&pd, "source ! conv1d name=c-1 kernel=3 ! clapp",
+    assert_int_equal(clapp_pipedesc_parse(&pd, "source ! conv1d name=c-1 kernel=3 ! clapp",
                                           "t.pipe", err, sizeof err),
                      0);
     /* Replace: the position becomes line 0. */
-    assert_int_equal(clapp_pipeline_set(&pd, "c-1.kernel=9", err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_set(&pd, "c-1.kernel=9", err, sizeof err), 0);
     assert_int_equal(pd.elems[1].n_kv, 1);
     assert_string_equal(pd.elems[1].kv[0].value, "9");
     assert_int_equal(pd.elems[1].kv[0].line, 0);
     /* Append; the value may contain '=' and '.' (split at the first '='). */
-    assert_int_equal(clapp_pipeline_set(&pd, "c-1.note=a=b.c d", err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_set(&pd, "c-1.note=a=b.c d", err, sizeof err), 0);
     assert_int_equal(pd.elems[1].n_kv, 2);
     assert_string_equal(pd.elems[1].kv[1].key, "note");
     assert_string_equal(pd.elems[1].kv[1].value, "a=b.c d");
-    assert_int_equal(clapp_pipeline_set(&pd, "clapp0.lr=5e-4", err, sizeof err), 0);
-    assert_int_equal(clapp_pipeline_set(&pd, "source0.rate=8k", err, sizeof err), 0);
-    assert_int_equal(clapp_pipeline_set(&pd, "c-1.note=", err, sizeof err), 0); /* empty value */
+    assert_int_equal(clapp_pipedesc_set(&pd, "clapp0.lr=5e-4", err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_set(&pd, "source0.rate=8k", err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_set(&pd, "c-1.note=", err, sizeof err), 0); /* empty value */
 
-    assert_int_equal(clapp_pipeline_set(&pd, "nope.kernel=3", err, sizeof err), CLAPP_E_NOTFOUND);
+    assert_int_equal(clapp_pipedesc_set(&pd, "nope.kernel=3", err, sizeof err), CLAPP_E_NOTFOUND);
     assert_string_equal(err, "--set nope.kernel=3: no element named 'nope'; elements: source0, "
                              "c-1, clapp0");
-    assert_int_equal(clapp_pipeline_set(&pd, "c-1.kernel", err, sizeof err), CLAPP_E_INVAL);
+    assert_int_equal(clapp_pipedesc_set(&pd, "c-1.kernel", err, sizeof err), CLAPP_E_INVAL);
     assert_string_equal(err, "--set c-1.kernel: expected NAME.KEY=VALUE");
-    assert_int_equal(clapp_pipeline_set(&pd, "kernel=3", err, sizeof err), CLAPP_E_INVAL);
+    assert_int_equal(clapp_pipedesc_set(&pd, "kernel=3", err, sizeof err), CLAPP_E_INVAL);
     assert_string_equal(err, "--set kernel=3: expected NAME.KEY=VALUE");
-    assert_int_equal(clapp_pipeline_set(&pd, ".kernel=3", err, sizeof err), CLAPP_E_INVAL);
-    assert_int_equal(clapp_pipeline_set(&pd, "c-1.=3", err, sizeof err), CLAPP_E_INVAL);
-    assert_int_equal(clapp_pipeline_set(&pd, "c-1.ker-nel=3", err, sizeof err), CLAPP_E_INVAL);
+    assert_int_equal(clapp_pipedesc_set(&pd, ".kernel=3", err, sizeof err), CLAPP_E_INVAL);
+    assert_int_equal(clapp_pipedesc_set(&pd, "c-1.=3", err, sizeof err), CLAPP_E_INVAL);
+    assert_int_equal(clapp_pipedesc_set(&pd, "c-1.ker-nel=3", err, sizeof err), CLAPP_E_INVAL);
     assert_non_null(strstr(err, "'ker-nel' is not a valid key"));
-    assert_int_equal(clapp_pipeline_set(&pd, "c-1.name=x", err, sizeof err), CLAPP_E_INVAL);
+    assert_int_equal(clapp_pipedesc_set(&pd, "c-1.name=x", err, sizeof err), CLAPP_E_INVAL);
     assert_non_null(strstr(err, "cannot be renamed"));
     assert_int_equal(pd.elems[1].n_kv, 2); /* failed overrides change nothing */
 
-    assert_int_equal(clapp_pipeline_resolve(&pd, &f->reg, err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_resolve(&pd, &f->reg, err, sizeof err), 0);
     assert_int_equal(val(&pd.elems[0], "rate")->i, 8000);
     assert_int_equal(val(&pd.elems[1], "kernel")->i, 9);
     assert_string_equal(val(&pd.elems[1], "note")->s, "");
     assert_true(pd.elems[2].lr == 5e-4);
-    clapp_pipeline_free(&pd);
+    clapp_pipedesc_free(&pd);
 }
 
 /* Every value, every canonical text and the host keys agree. */
@@ -578,7 +579,7 @@ static void test_dump_roundtrip(void **state)
     FILE *out;
 
     assert_non_null(dir);
-    assert_int_equal(clapp_pipeline_parse(&a,
+    assert_int_equal(clapp_pipedesc_parse(&a,
                                           "source lanes=3 # comment\n"
                                           "! conv1d name=c1 note=\"tab\\there \\\"q\\\" back\\\\ "
                                           "new\\nline ! # '\" init_scale=0.1 lr=3e-5\n"
@@ -586,11 +587,11 @@ static void test_dump_roundtrip(void **state)
                                           "! conv1d kernel=7 ! probe out='my file.jsonl'\n",
                                           "t.pipe", err, sizeof err),
                      0);
-    assert_int_equal(clapp_pipeline_set(&a, "conv1d1.init_scale=0.30000000000000004", err,
+    assert_int_equal(clapp_pipedesc_set(&a, "conv1d1.init_scale=0.30000000000000004", err,
                                         sizeof err),
                      0);
-    assert_int_equal(clapp_pipeline_resolve(&a, &f->reg, err, sizeof err), 0);
-    text = clapp_pipeline_to_text(&a);
+    assert_int_equal(clapp_pipedesc_resolve(&a, &f->reg, err, sizeof err), 0);
+    text = clapp_pipedesc_to_text(&a);
     assert_non_null(text);
 
     /* The exact form: one element per line, name= first, all parameters, host keys last. */
@@ -612,27 +613,27 @@ static void test_dump_roundtrip(void **state)
     assert_string_equal(text, want_first);
 
     /* It parses and resolves back to the same values, and dumps identically. */
-    assert_int_equal(clapp_pipeline_parse(&b, text, "dump", err, sizeof err), 0);
-    assert_int_equal(clapp_pipeline_resolve(&b, &f->reg, err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_parse(&b, text, "dump", err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_resolve(&b, &f->reg, err, sizeof err), 0);
     assert_same_graph(&a, &b);
     assert_string_equal(val(&b.elems[1], "note")->s, "tab\there \"q\" back\\ new\nline ! # '");
     assert_true(b.elems[1].lr == 3e-5);
-    again = clapp_pipeline_to_text(&b);
+    again = clapp_pipedesc_to_text(&b);
     assert_string_equal(again, text);
 
     /* dump to a FILE writes the same text. */
     path = tu_path(dir, "dump.pipe");
     out = fopen(path, "w");
     assert_non_null(out);
-    clapp_pipeline_dump(&a, out);
+    clapp_pipedesc_dump(&a, out);
     fclose(out);
-    clapp_pipeline_free(&b);
-    assert_int_equal(clapp_pipeline_parse_file(&b, path, err, sizeof err), 0);
+    clapp_pipedesc_free(&b);
+    assert_int_equal(clapp_pipedesc_parse_file(&b, path, err, sizeof err), 0);
     assert_string_equal(b.text, text);
     assert_string_equal(b.file, path);
 
-    clapp_pipeline_free(&a);
-    clapp_pipeline_free(&b);
+    clapp_pipedesc_free(&a);
+    clapp_pipedesc_free(&b);
     free(text);
     free(again);
     free(path);
@@ -646,7 +647,7 @@ static void test_edge_cases(void **state)
     fixture *f = *state;
     clapp_pipeline_desc pd;
     char err[1024] = "", *text;
-    assert_int_equal(clapp_pipeline_parse(&pd,
+    assert_int_equal(clapp_pipedesc_parse(&pd,
                                           "source \\\r\n  lanes=2\r\n"
                                           "! gate lr=1e-3 learn=0 # c\r\n"
                                           "! probe out=\"a\\\r\nb\" every=3\r\n",
@@ -659,15 +660,15 @@ static void test_edge_cases(void **state)
     assert_string_equal(pd.elems[2].kv[0].value, "ab");
     assert_int_equal(pd.elems[2].kv[1].line, 5);
     assert_int_equal(pd.elems[2].kv[1].col, 4);
-    assert_int_equal(clapp_pipeline_resolve(&pd, &f->reg, err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_resolve(&pd, &f->reg, err, sizeof err), 0);
     assert_null(pd.elems[1].values);
     assert_true(pd.elems[1].lr == 1e-3);
     assert_int_equal(pd.elems[1].learn, 0);
-    text = clapp_pipeline_to_text(&pd);
+    text = clapp_pipedesc_to_text(&pd);
     assert_non_null(text);
     assert_non_null(strstr(text, "\n! gate name=gate0 lr=0.001 learn=false\n! probe name=probe0 out=ab every=3\n"));
     free(text);
-    clapp_pipeline_free(&pd);
+    clapp_pipedesc_free(&pd);
 }
 
 static void test_parse_file(void **state)
@@ -681,14 +682,14 @@ static void test_parse_file(void **state)
     assert_int_equal(tu_write_text(path, "source\n! conv1d name=conv1 kernel=5\n"
                                          "! conv1d kernel !\n"),
                      0);
-    assert_int_equal(clapp_pipeline_parse_file(&pd, path, err, sizeof err), CLAPP_E_FORMAT);
+    assert_int_equal(clapp_pipedesc_parse_file(&pd, path, err, sizeof err), CLAPP_E_FORMAT);
     {
         char want[600];
         snprintf(want, sizeof want, "%s:3:10: expected key=value after 'conv1d', got 'kernel'",
                  path);
         assert_string_equal(err, want);
     }
-    assert_int_equal(clapp_pipeline_parse_file(&pd, missing, err, sizeof err), CLAPP_E_IO);
+    assert_int_equal(clapp_pipedesc_parse_file(&pd, missing, err, sizeof err), CLAPP_E_IO);
     {
         char want[600];
         snprintf(want, sizeof want, "%s: cannot read (No such file or directory)", missing);
@@ -696,11 +697,11 @@ static void test_parse_file(void **state)
     }
     assert_int_equal(pd.n, 0);
     assert_int_equal(tu_write_text(path, "source\n! conv1d name=conv1 kernel=5\n"), 0);
-    assert_int_equal(clapp_pipeline_parse_file(&pd, path, err, sizeof err), 0);
-    assert_int_equal(clapp_pipeline_resolve(&pd, &f->reg, err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_parse_file(&pd, path, err, sizeof err), 0);
+    assert_int_equal(clapp_pipedesc_resolve(&pd, &f->reg, err, sizeof err), 0);
     assert_int_equal(val(&pd.elems[1], "kernel")->i, 5);
-    clapp_pipeline_free(&pd);
-    clapp_pipeline_free(&pd); /* freeing twice is harmless: free zeroes */
+    clapp_pipedesc_free(&pd);
+    clapp_pipedesc_free(&pd); /* freeing twice is harmless: free zeroes */
     free(path);
     free(missing);
     tu_rmtree(dir);

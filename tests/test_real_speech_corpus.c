@@ -12,8 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "decode.h"
-#include "manifest.h"
+#include "media/decode.h"
+#include "media/manifest.h"
 #include "testutil.h"
 
 #define ALIGNER CLAPP_TEST_BINARY_DIR "/align_phones"

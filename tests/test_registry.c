@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "registry.h"
+#include "graph/registry.h"
 #include "testutil.h"
 
 #define FIX(name) CLAPP_TEST_FIXTURE_DIR "/" name

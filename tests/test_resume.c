@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "testutil.h"
-#include "checkpoint.h"
+#include "storage/checkpoint.h"
 
 #define CLAPP_BIN CLAPP_TEST_BINARY_DIR "/clapp"
 
@@ -79,10 +79,10 @@ static void test_resume_equals_uninterrupted(void **state)
     /* ... and 4 blocks (1 epoch), checkpoint, then resumed up to 3 epochs. */
     assert_int_equal(tu_run("cd %s && %s train p.pipe --data m.tsv --epochs 1 --seed 5 --checkpoint b.st -q "
                             ">/dev/null && cp b.st k.st", dir, CLAPP_BIN), 0);
-    blocks = clapp_checkpoint_read_meta(b, "blocks", err, sizeof err);
+    blocks = clapp_ckpt_read_meta(b, "blocks", err, sizeof err);
     assert_non_null(blocks);
     assert_string_equal(blocks, "4");
-    rng = clapp_checkpoint_read_meta(b, "rng", err, sizeof err);
+    rng = clapp_ckpt_read_meta(b, "rng", err, sizeof err);
     assert_non_null(rng);
     assert_non_null(strstr(rng, "\"loss1\""));
     assert_non_null(strstr(rng, "\"loss2\""));

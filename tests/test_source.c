@@ -5,9 +5,9 @@
 #include <string.h>
 
 #include "testutil.h"
-#include "decode.h"
-#include "manifest.h"
-#include "source.h"
+#include "media/decode.h"
+#include "media/manifest.h"
+#include "media/source.h"
 
 /* ------------------------------------------------------------------------ */
 /* Media made once for the whole group.                                      */

@@ -13,7 +13,7 @@
 
 #include <sndfile.h>
 
-#include "manifest.h"
+#include "media/manifest.h"
 #include "testutil.h"
 
 #define GEN CLAPP_TEST_BINARY_DIR "/make_speech_corpus"

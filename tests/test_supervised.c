@@ -1,4 +1,4 @@
-/* The supervised loss element (core/loss_supervised.c).
+/* The supervised loss element (core/learning/loss_supervised.c).
  *
  * 1. an independent double formulation (loops: logits, log-softmax, the
  *    gradients of the mean cross-entropy), its gradients checked by central
@@ -25,12 +25,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checkpoint.h"
-#include "graph.h"
-#include "loss_supervised.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "storage/checkpoint.h"
+#include "graph/graph.h"
+#include "learning/loss_supervised.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
+
+/* The classifier of a `supervised` graph node. */
+static inline clapp_loss_supervised *node_loss_sup(const clapp_node *nd)
+{
+    return clapp_loss_supervised_of(nd->loss_form, nd->loss_self);
+}
 
 typedef struct trng { uint64_t s; } trng;
 static double trand(trng *r)
@@ -325,8 +331,8 @@ static int grun_open(grun *r, const char *text, const clapp_stream_info *src, do
     memset(r, 0, sizeof *r);
     tu_host_init(&r->host, &r->log);
     assert_int_equal(clapp_registry_init_default(&r->reg, &r->host), 0);
-    if (clapp_pipeline_parse(&r->pd, text, "<test>", r->err, sizeof r->err) < 0 ||
-        clapp_pipeline_resolve(&r->pd, &r->reg, r->err, sizeof r->err) < 0)
+    if (clapp_pipedesc_parse(&r->pd, text, "<test>", r->err, sizeof r->err) < 0 ||
+        clapp_pipedesc_resolve(&r->pd, &r->reg, r->err, sizeof r->err) < 0)
         fail_msg("%s", r->err);
     clapp_graph_default_params(&gp);
     gp.seed = 11;
@@ -337,7 +343,7 @@ static int grun_open(grun *r, const char *text, const clapp_stream_info *src, do
 static void grun_close(grun *r)
 {
     clapp_graph_destroy(&r->g);
-    clapp_pipeline_free(&r->pd);
+    clapp_pipedesc_free(&r->pd);
     clapp_registry_free(&r->reg);
     tu_log_free(&r->log);
 }
@@ -420,7 +426,7 @@ static void test_labels_as_probe(void **state)
         assert_int_equal(clapp_graph_process(&g.g, &blk, g.err, sizeof g.err), 0);
         out = &g.g.nodes[c].out;
         To = out->x.shape[2];
-        clapp_loss_supervised_last(g.g.nodes[s].loss_sup, &rows, &correct, &lab_of);
+        clapp_loss_supervised_last(node_loss_sup(&g.g.nodes[s]), &rows, &correct, &lab_of);
         /* the documented formula, at the layer's rate and pts */
         for (int b = 0; b < B; b++)
             for (int64_t t = 0; t < To; t++) {
@@ -552,7 +558,7 @@ static void run_blocks(grun *g, trainer *tr, int64_t from, int64_t to, const cha
         for (int j = 0; j < nsup; j++) {
             const clapp_node *nd = &g->g.nodes[find_node(g, sups[j])];
             int64_t rows, correct;
-            clapp_loss_supervised_last(nd->loss_sup, &rows, &correct, NULL);
+            clapp_loss_supervised_last(node_loss_sup(nd), &rows, &correct, NULL);
             assert_true(rows > 0);
             loss[j] += nd->last.loss / (double)(to - from);
             acc[j] += (double)correct / (double)rows / (double)(to - from);
@@ -572,7 +578,7 @@ static void test_trains_and_resumes(void **state)
     const clapp_stream_info src = {3, {4, 1, 1600, 0, 0, 0}, 8000.0};
     const char *sups[2] = {"s1", "s2"};
     char *dir = tu_tmpdir("sup_train"), *ck = tu_path(dir, "ck.safetensors");
-    clapp_checkpoint_options opt = {1, 1};
+    clapp_ckpt_options opt = {1, 1};
     double l0[2], a0[2], l1[2], a1[2];
     trainer tr;
     grun g, h;
@@ -620,11 +626,11 @@ static void test_trains_and_resumes(void **state)
     run_blocks(&g, &tr, 0, 20, sups, 2, l0, a0);
     assert_int_equal(grun_open(&h, greedy, &src, 3e-3), 0);
     run_blocks(&h, &tr, 0, 10, sups, 2, l1, a1);
-    if (clapp_checkpoint_save(&h.g, ck, &opt, h.err, sizeof h.err) < 0)
+    if (clapp_ckpt_save(&h.g, ck, &opt, h.err, sizeof h.err) < 0)
         fail_msg("%s", h.err);
     grun_close(&h);
     assert_int_equal(grun_open(&h, greedy, &src, 3e-3), 0);
-    if (clapp_checkpoint_load(&h.g, ck, &opt, h.err, sizeof h.err) < 0)
+    if (clapp_ckpt_load(&h.g, ck, &opt, h.err, sizeof h.err) < 0)
         fail_msg("%s", h.err);
     run_blocks(&h, &tr, 10, 20, sups, 2, l1, a1);
     {
@@ -643,7 +649,7 @@ static void test_trains_and_resumes(void **state)
     }
     {
         char err[256];
-        char *meta = clapp_checkpoint_read_meta(ck, "elements", err, sizeof err);
+        char *meta = clapp_ckpt_read_meta(ck, "elements", err, sizeof err);
         assert_non_null(meta);
         assert_non_null(strstr(meta, "supervised"));
         free(meta);

@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "graph/graph.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
 #include "testutil.h"
 
 typedef struct run {
@@ -35,8 +35,8 @@ static void run_open_diag(run *r, const char *text, int sgd, double lr, uint64_t
     memset(r, 0, sizeof *r);
     tu_host_init(&r->host, &r->log);
     assert_int_equal(clapp_registry_init_default(&r->reg, &r->host), 0);
-    if (clapp_pipeline_parse(&r->pd, text, "<test>", err, sizeof err) < 0 ||
-        clapp_pipeline_resolve(&r->pd, &r->reg, err, sizeof err) < 0)
+    if (clapp_pipedesc_parse(&r->pd, text, "<test>", err, sizeof err) < 0 ||
+        clapp_pipedesc_resolve(&r->pd, &r->reg, err, sizeof err) < 0)
         fail_msg("%s", err);
     clapp_graph_default_params(&gp);
     gp.seed = seed;
@@ -63,7 +63,7 @@ static void run_close(run *r)
 {
     clapp_tensor_free(&r->blk.x);
     clapp_graph_destroy(&r->g);
-    clapp_pipeline_free(&r->pd);
+    clapp_pipedesc_free(&r->pd);
     clapp_registry_free(&r->reg);
     tu_log_free(&r->log);
 }
@@ -90,7 +90,7 @@ static void fill(run *r, int block)
 
 static int node_of(const run *r, const char *name)
 {
-    int i = clapp_pipeline_find(&r->pd, name);
+    int i = clapp_pipedesc_find(&r->pd, name);
     assert_true(i > 0);
     return i;
 }

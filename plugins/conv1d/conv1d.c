@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "clapp/plugin.h"
+#include "clapp/plugin_util.h"
 
 #define CONV1D_TILE 32                       /* transpose tile (cache-friendly) */
 #define CONV1D_DCOLS_FLOATS (4L << 20)      /* backward dcols chunk: ~16 MB */
@@ -49,7 +50,7 @@ typedef struct conv1d {
     const clapp_host *host;
     char             *name;
     int64_t           out_ch, kernel, stride, pad;
-    int               relu, has_bias;
+    int               activation, relu, has_bias;   /* activation: choice index (0: relu) */
     uint64_t          seed;
     clapp_mode        mode;
     int               configured;
@@ -90,27 +91,13 @@ static const clapp_param_desc conv1d_params[] = {
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
 
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Uniform in [-bound, bound): 24 random bits, exact in float. */
 static float uniform_sym(uint64_t *state, double bound)
 {
-    double u = (double)(splitmix64(state) >> 40) * (1.0 / 16777216.0);
-    return (float)(bound * (2.0 * u - 1.0));
+    return (float)(bound * (2.0 * clapp_uniform24(state) - 1.0));
 }
 
-static void *alloc_floats(int64_t n)
-{
-    size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
-    size_t rounded = (bytes + CLAPP_ALIGN - 1) / CLAPP_ALIGN * CLAPP_ALIGN;
-    return aligned_alloc(CLAPP_ALIGN, rounded);
-}
+static void *alloc_floats(int64_t n) { return clapp_aligned_calloc(n, sizeof(float)); }
 
 /* dst[t * C + c] = src[c * ld + t] for c < C, t < T. */
 static void to_time_major(const float *src, int64_t ld, int64_t C, int64_t T, float *dst)
@@ -243,11 +230,11 @@ static void conv1d_destroy(void *self)
     free(cv);
 }
 
-static int64_t param_int(const clapp_create_info *info, const char *key, int64_t def)
-{
-    const clapp_param_value *v = clapp_param_find(info->values, info->n_values, key);
-    return v ? v->i : def;
-}
+static const clapp_param_field conv1d_fields[] = {
+    CLAPP_FIELD_AS(conv1d, out_ch, "out"), CLAPP_FIELD(conv1d, kernel), CLAPP_FIELD(conv1d, stride),
+    CLAPP_FIELD(conv1d, pad),              CLAPP_FIELD(conv1d, activation),
+    CLAPP_FIELD_AS(conv1d, has_bias, "bias"),
+};
 
 static int conv1d_create(const clapp_create_info *info, void **self)
 {
@@ -259,12 +246,11 @@ static int conv1d_create(const clapp_create_info *info, void **self)
     cv->name = strdup(info->instance_name ? info->instance_name : "conv1d");
     if (!cv->name)
         return CLAPP_E_NOMEM;
-    cv->out_ch = param_int(info, "out", 512);
-    cv->kernel = param_int(info, "kernel", 10);
-    cv->stride = param_int(info, "stride", 5);
-    cv->pad = param_int(info, "pad", 2);
-    cv->relu = param_int(info, "activation", 0) == 0;
-    cv->has_bias = param_int(info, "bias", 1) != 0;
+    if (clapp_params_bind(info, conv1d_params, CONV1D_N_PARAMS, conv1d_fields,
+                          (int32_t)(sizeof conv1d_fields / sizeof conv1d_fields[0]), cv) != CLAPP_OK)
+        return CLAPP_E_INVAL;
+    cv->relu = cv->activation == 0;
+    cv->has_bias = cv->has_bias != 0;
     cv->seed = info->seed;
     cv->mode = CLAPP_MODE_LEARN;
     if (cv->out_ch < 1 || cv->kernel < 1 || cv->stride < 1 || cv->pad < 0) {

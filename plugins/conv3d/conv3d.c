@@ -39,6 +39,7 @@
 #include <string.h>
 
 #include "clapp/plugin.h"
+#include "clapp/plugin_util.h"
 
 #define CONV3D_COLS_FLOATS (4L << 20)   /* im2col chunk: ~16 MB */
 #define CONV3D_POOL_K 3                 /* MaxPool kernel (1, 3, 3) ... */
@@ -64,7 +65,7 @@ typedef struct conv3d {
     const clapp_host *host;
     char             *name;
     int64_t           out_ch, kt, kh, kw, st, sh, sw, pt, ph, pw;
-    int               relu, has_bias, bn, pool;
+    int               activation, relu, has_bias, bn, pool;   /* activation: choice index (0: relu) */
     double            momentum, eps;
     uint64_t          seed;
     clapp_mode        mode;
@@ -126,28 +127,7 @@ static const clapp_param_desc conv3d_params[] = {
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
 
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Standard normal by Box-Muller; u1 in (0, 1] so the log is finite. */
-static double normal01(uint64_t *state)
-{
-    double u1 = ((double)(splitmix64(state) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-    double u2 = (double)(splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
-static void *alloc_bytes(int64_t n)
-{
-    size_t bytes = (size_t)(n > 0 ? n : 1);
-    size_t rounded = (bytes + CLAPP_ALIGN - 1) / CLAPP_ALIGN * CLAPP_ALIGN;
-    return aligned_alloc(CLAPP_ALIGN, rounded);
-}
+static void *alloc_bytes(int64_t n) { return clapp_aligned_calloc(n, 1); }
 
 static int64_t min64(int64_t a, int64_t b)
 {
@@ -284,7 +264,7 @@ static int init_params(conv3d *cv)
     if (clapp_tensor_alloc_shape(&cv->w, 5, wshape) || clapp_tensor_alloc_shape(&cv->gw, 5, wshape))
         return CLAPP_E_NOMEM;
     for (int64_t i = 0; i < clapp_tensor_numel(&cv->w); i++)
-        cv->w.data[i] = (float)(std * normal01(&state));
+        cv->w.data[i] = (float)(std * clapp_normal01(&state));
     cv->n_list = 0;
     cv->list[cv->n_list++] = (clapp_named_tensor){"weight", &cv->w, &cv->gw};
     if (cv->has_bias) {
@@ -326,22 +306,15 @@ static void conv3d_destroy(void *self)
     free(cv);
 }
 
-static const clapp_param_value *param(const clapp_create_info *info, const char *key)
-{
-    return clapp_param_find(info->values, info->n_values, key);
-}
-
-static int64_t param_int(const clapp_create_info *info, const char *key, int64_t def)
-{
-    const clapp_param_value *v = param(info, key);
-    return v ? v->i : def;
-}
-
-static double param_float(const clapp_create_info *info, const char *key, double def)
-{
-    const clapp_param_value *v = param(info, key);
-    return v ? v->f : def;
-}
+static const clapp_param_field conv3d_fields[] = {
+    CLAPP_FIELD_AS(conv3d, out_ch, "out"),  CLAPP_FIELD(conv3d, kt), CLAPP_FIELD(conv3d, kh),
+    CLAPP_FIELD(conv3d, kw),                CLAPP_FIELD(conv3d, st), CLAPP_FIELD(conv3d, sh),
+    CLAPP_FIELD(conv3d, sw),                CLAPP_FIELD(conv3d, pt), CLAPP_FIELD(conv3d, ph),
+    CLAPP_FIELD(conv3d, pw),                CLAPP_FIELD(conv3d, activation),
+    CLAPP_FIELD_AS(conv3d, has_bias, "bias"), CLAPP_FIELD(conv3d, bn),
+    CLAPP_FIELD_AS(conv3d, momentum, "bn_momentum"), CLAPP_FIELD_AS(conv3d, eps, "bn_eps"),
+    CLAPP_FIELD(conv3d, pool),
+};
 
 static int conv3d_create(const clapp_create_info *info, void **self)
 {
@@ -353,22 +326,12 @@ static int conv3d_create(const clapp_create_info *info, void **self)
     cv->name = strdup(info->instance_name ? info->instance_name : "conv3d");
     if (!cv->name)
         return CLAPP_E_NOMEM;
-    cv->out_ch = param_int(info, "out", 64);
-    cv->kt = param_int(info, "kt", 1);
-    cv->kh = param_int(info, "kh", 3);
-    cv->kw = param_int(info, "kw", 3);
-    cv->st = param_int(info, "st", 1);
-    cv->sh = param_int(info, "sh", 1);
-    cv->sw = param_int(info, "sw", 1);
-    cv->pt = param_int(info, "pt", 0);
-    cv->ph = param_int(info, "ph", 1);
-    cv->pw = param_int(info, "pw", 1);
-    cv->relu = param_int(info, "activation", 0) == 0;
-    cv->has_bias = param_int(info, "bias", 1) != 0;
-    cv->bn = param_int(info, "bn", 0) != 0;
-    cv->momentum = param_float(info, "bn_momentum", 0.1);
-    cv->eps = param_float(info, "bn_eps", 1e-5);
-    cv->pool = (int)param_int(info, "pool", CONV3D_POOL_NONE);
+    if (clapp_params_bind(info, conv3d_params, CONV3D_N_PARAMS, conv3d_fields,
+                          (int32_t)(sizeof conv3d_fields / sizeof conv3d_fields[0]), cv) != CLAPP_OK)
+        return CLAPP_E_INVAL;
+    cv->relu = cv->activation == 0;
+    cv->has_bias = cv->has_bias != 0;
+    cv->bn = cv->bn != 0;
     cv->seed = info->seed;
     cv->mode = CLAPP_MODE_LEARN;
     if (cv->out_ch < 1 || cv->kt < 1 || cv->kh < 1 || cv->kw < 1 || cv->st < 1 || cv->sh < 1 ||

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "clapp/plugin.h"
+#include "clapp/plugin_util.h"
 
 #define NPY_HEADER_BYTES 128   /* magic + len + dict, padded: fits any shape we write */
 
@@ -24,6 +25,7 @@ typedef struct features_lane {
 typedef struct features {
     const clapp_host *host;
     char             *name;
+    const char       *out_param, *suffix_param;   /* the parameters (valid until destroy) */
     char             *dir;
     char             *suffix;
     clapp_stream_info in;
@@ -36,6 +38,7 @@ static const clapp_param_desc features_params[] = {
     {"out", CLAPP_PARAM_STRING, "features", 0, 0, NULL, "output folder (created if missing)"},
     {"suffix", CLAPP_PARAM_STRING, "", 0, 0, NULL, "appended to each file's name before .npy"},
 };
+#define FEATURES_N_PARAMS ((int32_t)(sizeof features_params / sizeof features_params[0]))
 
 static int mkdir_parents(char *path)
 {
@@ -135,19 +138,24 @@ static void features_destroy(void *self)
     free(ft);
 }
 
+static const clapp_param_field features_fields[] = {
+    CLAPP_FIELD_AS(features, out_param, "out"),
+    CLAPP_FIELD_AS(features, suffix_param, "suffix"),
+};
+
 static int features_create(const clapp_create_info *info, void **self)
 {
     features *ft = calloc(1, sizeof *ft);
-    const clapp_param_value *out, *suffix;
     *self = ft;
     if (!ft)
         return CLAPP_E_NOMEM;
     ft->host = info->host;
-    out = clapp_param_find(info->values, info->n_values, "out");
-    suffix = clapp_param_find(info->values, info->n_values, "suffix");
+    if (clapp_params_bind(info, features_params, FEATURES_N_PARAMS, features_fields,
+                          (int32_t)(sizeof features_fields / sizeof features_fields[0]), ft) != CLAPP_OK)
+        return CLAPP_E_INVAL;
     ft->name = strdup(info->instance_name ? info->instance_name : "features");
-    ft->dir = strdup(out && out->s && *out->s ? out->s : "features");
-    ft->suffix = strdup(suffix && suffix->s ? suffix->s : "");
+    ft->dir = strdup(ft->out_param && *ft->out_param ? ft->out_param : "features");
+    ft->suffix = strdup(ft->suffix_param ? ft->suffix_param : "");
     if (!ft->name || !ft->dir || !ft->suffix)
         return CLAPP_E_NOMEM;
     return CLAPP_OK;
@@ -250,7 +258,7 @@ static const clapp_plugin_desc features_desc = {
     .kind = CLAPP_KIND_SINK,
     .help = "write the stream to one .npy file per sequence (float32, time-major rows)",
     .params = features_params,
-    .n_params = (int32_t)(sizeof features_params / sizeof features_params[0]),
+    .n_params = FEATURES_N_PARAMS,
     .create = features_create,
     .destroy = features_destroy,
     .configure = features_configure,

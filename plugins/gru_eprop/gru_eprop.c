@@ -46,6 +46,7 @@
 #include <string.h>
 
 #include "clapp/plugin.h"
+#include "clapp/plugin_util.h"
 
 enum { GRU_RULE_EPROP = 0, GRU_RULE_BPTT = 1 };
 enum { GRU_TRACES_BLOCK = 0, GRU_TRACES_STEP = 1 };
@@ -97,30 +98,13 @@ static const clapp_param_desc gru_params[] = {
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
 
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Uniform in [-bound, bound): 24 random bits, exact in float. */
 static float uniform_sym(uint64_t *state, double bound)
 {
-    double u = (double)(splitmix64(state) >> 40) * (1.0 / 16777216.0);
-    return (float)(bound * (2.0 * u - 1.0));
+    return (float)(bound * (2.0 * clapp_uniform24(state) - 1.0));
 }
 
-static float *alloc_floats(int64_t n)
-{
-    size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
-    size_t rounded = (bytes + CLAPP_ALIGN - 1) / CLAPP_ALIGN * CLAPP_ALIGN;
-    float *p = aligned_alloc(CLAPP_ALIGN, rounded);
-    if (p)
-        memset(p, 0, rounded);
-    return p;
-}
+static float *alloc_floats(int64_t n) { return clapp_aligned_calloc(n, sizeof(float)); }
 
 static float sigmoidf(float a)
 {
@@ -232,11 +216,9 @@ static void gru_destroy(void *self)
     free(g);
 }
 
-static int64_t param_int(const clapp_create_info *info, const char *key, int64_t def)
-{
-    const clapp_param_value *v = clapp_param_find(info->values, info->n_values, key);
-    return v ? v->i : def;
-}
+static const clapp_param_field gru_fields[] = {
+    CLAPP_FIELD_AS(gru, H, "hidden"), CLAPP_FIELD_AS(gru, rule, "mode"), CLAPP_FIELD(gru, traces),
+};
 
 static int gru_create(const clapp_create_info *info, void **self)
 {
@@ -248,9 +230,9 @@ static int gru_create(const clapp_create_info *info, void **self)
     g->name = strdup(info->instance_name ? info->instance_name : "gru_eprop");
     if (!g->name)
         return CLAPP_E_NOMEM;
-    g->H = param_int(info, "hidden", 256);
-    g->rule = (int)param_int(info, "mode", GRU_RULE_EPROP);
-    g->traces = (int)param_int(info, "traces", GRU_TRACES_BLOCK);
+    if (clapp_params_bind(info, gru_params, GRU_N_PARAMS, gru_fields,
+                          (int32_t)(sizeof gru_fields / sizeof gru_fields[0]), g) != CLAPP_OK)
+        return CLAPP_E_INVAL;
     g->seed = info->seed;
     g->mode = CLAPP_MODE_LEARN;
     if (g->H < 1 || g->H > 65536 || g->rule < 0 || g->rule > 1 || g->traces < 0 || g->traces > 1) {

@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "clapp/plugin.h"
+#include "clapp/plugin_util.h"
 
 #define BN_EPS 1e-5
 #define BN_MOMENTUM 0.1
@@ -94,28 +95,11 @@ static const clapp_param_desc probe_action_params[] = {
     {"dropout", CLAPP_PARAM_FLOAT, "0.5", 0, 0.99, NULL, "dropout probability before the linear layer"},
     {"optimizer", CLAPP_PARAM_ENUM, "adam", 0, 0, "adam|sgd", "the probe's optimizer"},
 };
+#define PROBE_ACTION_N_PARAMS ((int32_t)(sizeof probe_action_params / sizeof probe_action_params[0]))
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
 
-static uint64_t rng_next(uint64_t *st) /* splitmix64 */
-{
-    uint64_t z = (*st += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double rng_uniform(uint64_t *st) /* [0, 1) */
-{
-    return (double)(rng_next(st) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static double rng_gauss(uint64_t *st)
-{
-    double u = rng_uniform(st), w = rng_uniform(st);
-    return sqrt(-2.0 * log(1.0 - u)) * cos(6.283185307179586 * w);
-}
 
 /* Dot product with eight float partial sums so the compiler can vectorize it. */
 static double dot_f32(const float *restrict a, const float *restrict b, int64_t n)
@@ -141,7 +125,7 @@ static void init_orthogonal(float *W, int64_t K, int64_t D, uint64_t *st)
     int64_t nvec = rows ? K : D, len = rows ? D : K;
     int64_t step = rows ? 1 : D;   /* stride between elements of one vector */
     for (int64_t i = 0; i < K * D; i++)
-        W[i] = (float)rng_gauss(st);
+        W[i] = (float)clapp_normal01(st);
     for (int pass = 0; pass < 2; pass++)
         for (int64_t a = 0; a < nvec; a++) {
             float *va = rows ? W + a * D : W + a;
@@ -308,7 +292,7 @@ static void train_step(probe_action *pa, int32_t n)
         const float *x = pa->bx + i * D;
         for (int64_t d = 0; d < D; d++) {
             xh[d] = (float)((x[d] - pa->mu[d]) * pa->var[d]);
-            mk[d] = pa->p_drop > 0.0 ? (rng_uniform(&pa->rng) < keep ? (float)(1.0 / keep) : 0.0f)
+            mk[d] = pa->p_drop > 0.0 ? (clapp_uniform53(&pa->rng) < keep ? (float)(1.0 / keep) : 0.0f)
                                      : 1.0f;
             y[d] = (gamma[d] * xh[d] + beta[d]) * mk[d];
         }
@@ -437,10 +421,16 @@ static void probe_action_destroy(void *self)
     free(pa);
 }
 
+static const clapp_param_field probe_action_fields[] = {
+    CLAPP_FIELD_AS(probe_action, K, "classes"),  CLAPP_FIELD_AS(probe_action, lr, "probe_lr"),
+    CLAPP_FIELD_AS(probe_action, wd, "probe_wd"), CLAPP_FIELD(probe_action, anneal_blocks),
+    CLAPP_FIELD(probe_action, batch),            CLAPP_FIELD_AS(probe_action, p_drop, "dropout"),
+    CLAPP_FIELD(probe_action, optimizer),
+};
+
 static int probe_action_create(const clapp_create_info *info, void **self)
 {
     probe_action *pa = calloc(1, sizeof *pa);
-    const clapp_param_value *v;
     *self = pa;
     if (!pa)
         return CLAPP_E_NOMEM;
@@ -449,14 +439,9 @@ static int probe_action_create(const clapp_create_info *info, void **self)
     pa->name = strdup(info->instance_name ? info->instance_name : "probe_action");
     if (!pa->name)
         return CLAPP_E_NOMEM;
-    pa->K = (v = clapp_param_find(info->values, info->n_values, "classes")) ? (int32_t)v->i : 10;
-    pa->lr = (v = clapp_param_find(info->values, info->n_values, "probe_lr")) ? v->f : 1e-4;
-    pa->wd = (v = clapp_param_find(info->values, info->n_values, "probe_wd")) ? v->f : 1e-5;
-    pa->anneal_blocks = (v = clapp_param_find(info->values, info->n_values, "anneal_blocks")) ? v->i : 0;
-    pa->batch = (v = clapp_param_find(info->values, info->n_values, "batch")) ? (int32_t)v->i : 8;
-    pa->p_drop = (v = clapp_param_find(info->values, info->n_values, "dropout")) ? v->f : 0.5;
-    pa->optimizer = (v = clapp_param_find(info->values, info->n_values, "optimizer")) ? (int)v->i
-                                                                                     : OPT_ADAM;
+    if (clapp_params_bind(info, probe_action_params, PROBE_ACTION_N_PARAMS, probe_action_fields,
+                          (int32_t)(sizeof probe_action_fields / sizeof probe_action_fields[0]), pa) != CLAPP_OK)
+        return CLAPP_E_INVAL;
     if (pa->K < 2 || pa->batch < 2 || pa->lr < 0 || pa->wd < 0 || pa->p_drop < 0 || pa->p_drop >= 1 ||
         (pa->optimizer != OPT_ADAM && pa->optimizer != OPT_SGD)) {
         clapp_host_log(pa->host, CLAPP_LOG_ERROR, pa->name,
@@ -665,7 +650,7 @@ static const clapp_plugin_desc probe_action_desc = {
     .kind = CLAPP_KIND_SINK,
     .help = "clip classifier on time-averaged features: BatchNorm1d, dropout, linear; trains itself",
     .params = probe_action_params,
-    .n_params = (int32_t)(sizeof probe_action_params / sizeof probe_action_params[0]),
+    .n_params = PROBE_ACTION_N_PARAMS,
     .create = probe_action_create,
     .destroy = probe_action_destroy,
     .configure = probe_action_configure,

@@ -47,6 +47,7 @@
 #include <string.h>
 
 #include "clapp/plugin.h"
+#include "clapp/plugin_util.h"
 
 #define PROBE_BETA1 0.9
 #define PROBE_BETA2 0.999
@@ -61,7 +62,8 @@ typedef struct probe {
     int64_t           learn_blocks;    /* LEARN blocks seen, for the schedule */
     int               debug_grad;
     int               normalize;
-    char             *confusion_out;
+    const char       *confusion_param;   /* the parameter (valid until destroy) */
+    char             *confusion_out;     /* its copy, NULL when empty */
     uint64_t          seed;
     clapp_mode        mode;
     int               configured;
@@ -106,36 +108,13 @@ static const clapp_param_desc probe_params[] = {
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                   */
 
-static uint64_t splitmix64(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static void *alloc_floats(int64_t n) { return clapp_aligned_calloc(n, sizeof(float)); }
 
-/* Standard normal by Box-Muller (one value per call keeps it simple). */
-static double normal01(uint64_t *state)
-{
-    double u1 = ((double)(splitmix64(state) >> 11) + 1.0) * (1.0 / 9007199254740993.0);
-    double u2 = (double)(splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
-static void *alloc_floats(int64_t n)
-{
-    size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
-    size_t rounded = (bytes + CLAPP_ALIGN - 1) / CLAPP_ALIGN * CLAPP_ALIGN;
-    void *p = aligned_alloc(CLAPP_ALIGN, rounded);
-    if (p)
-        memset(p, 0, rounded);
-    return p;
-}
-
-static const clapp_param_value *find(const clapp_create_info *info, const char *key)
-{
-    return clapp_param_find(info->values, info->n_values, key);
-}
+static const clapp_param_field probe_fields[] = {
+    CLAPP_FIELD(probe, classes),        CLAPP_FIELD_AS(probe, lr, "probe_lr"),
+    CLAPP_FIELD(probe, anneal_blocks),  CLAPP_FIELD(probe, debug_grad),
+    CLAPP_FIELD(probe, normalize),      CLAPP_FIELD_AS(probe, confusion_param, "confusion_out"),
+};
 
 static void probe_free_shapes(probe *p)
 {
@@ -179,7 +158,6 @@ static void probe_destroy(void *self)
 
 static int probe_create(const clapp_create_info *info, void **self)
 {
-    const clapp_param_value *v;
     probe *p = calloc(1, sizeof *p);
     *self = p;
     if (!p)
@@ -188,13 +166,12 @@ static int probe_create(const clapp_create_info *info, void **self)
     p->name = strdup(info->instance_name ? info->instance_name : "probe_phoneme");
     if (!p->name)
         return CLAPP_E_NOMEM;
-    p->classes = (v = find(info, "classes")) ? v->i : 41;
-    p->lr = (v = find(info, "probe_lr")) ? v->f : 1e-4;
-    p->anneal_blocks = (v = find(info, "anneal_blocks")) ? v->i : 0;
-    p->debug_grad = (v = find(info, "debug_grad")) ? v->i != 0 : 0;
-    p->normalize = (v = find(info, "normalize")) ? v->i != 0 : 1;
-    v = find(info, "confusion_out");
-    if (v && v->s && v->s[0] && !(p->confusion_out = strdup(v->s)))
+    if (clapp_params_bind(info, probe_params, PROBE_N_PARAMS, probe_fields,
+                          (int32_t)(sizeof probe_fields / sizeof probe_fields[0]), p) != CLAPP_OK)
+        return CLAPP_E_INVAL;
+    p->debug_grad = p->debug_grad != 0;
+    p->normalize = p->normalize != 0;
+    if (p->confusion_param && p->confusion_param[0] && !(p->confusion_out = strdup(p->confusion_param)))
         return CLAPP_E_NOMEM;
     p->seed = info->seed;
     p->mode = CLAPP_MODE_LEARN;
@@ -215,7 +192,7 @@ static void probe_init_weights(probe *p)
     double sd = sqrt(2.0 / (double)(p->D + p->classes));
     int64_t n = p->classes * p->D;
     for (int64_t i = 0; i < n; i++)
-        p->w.data[i] = (float)(sd * normal01(&st));
+        p->w.data[i] = (float)(sd * clapp_normal01(&st));
     clapp_tensor_zero(&p->b);
 }
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <clapp/plugin.h>
+#include <clapp/plugin_util.h>
 
 typedef struct affine {
     const clapp_host  *host;
@@ -27,6 +28,13 @@ typedef struct affine {
 static const clapp_param_desc affine_params[] = {
     {"scale", CLAPP_PARAM_FLOAT, "1", -1e6, 1e6, NULL, "initial slope a of every channel"},
     {"shift", CLAPP_PARAM_FLOAT, "0", -1e6, 1e6, NULL, "initial offset b of every channel"},
+};
+#define AFFINE_N_PARAMS ((int32_t)(sizeof affine_params / sizeof affine_params[0]))
+
+/* Where create() puts each parameter: its default is the table's alone. */
+static const clapp_param_field affine_fields[] = {
+    CLAPP_FIELD(affine, scale),
+    CLAPP_FIELD(affine, shift),
 };
 
 static void affine_destroy(void *self)
@@ -46,18 +54,15 @@ static void affine_destroy(void *self)
 static int affine_create(const clapp_create_info *info, void **self)
 {
     affine *m = calloc(1, sizeof *m);
-    const clapp_param_value *v;
     *self = m;
     if (!m)
         return CLAPP_E_NOMEM;
     m->host = info->host;
     strncpy(m->name, info->instance_name ? info->instance_name : "affine", sizeof m->name - 1);
-    v = clapp_param_find(info->values, info->n_values, "scale");
-    m->scale = v ? v->f : 1.0;
-    v = clapp_param_find(info->values, info->n_values, "shift");
-    m->shift = v ? v->f : 0.0;
-    /* Deterministic init: nothing random here, so info->seed is unused. */
-    return CLAPP_OK;
+    /* Deterministic init: nothing random here, so info->seed is unused
+     * (a layer that draws would seed clapp_splitmix64 with it). */
+    return clapp_params_bind(info, affine_params, AFFINE_N_PARAMS, affine_fields,
+                             (int32_t)(sizeof affine_fields / sizeof affine_fields[0]), m);
 }
 
 /* Steps per (lane, channel) row and floats per step: [B, C, T] or [B, C, T, H, W]. */
@@ -167,7 +172,7 @@ static const clapp_plugin_desc affine_desc = {
     .kind = CLAPP_KIND_LAYER,
     .help = "template layer: y = a * x + b per channel (learned a, b)",
     .params = affine_params,
-    .n_params = (int32_t)(sizeof affine_params / sizeof affine_params[0]),
+    .n_params = AFFINE_N_PARAMS,
     .create = affine_create,
     .destroy = affine_destroy,
     .configure = affine_configure,

@@ -3,15 +3,18 @@
  * then train each probe on the recorded training features, for several probe
  * seeds, at the learning rate that does best on the validation manifest, and
  * measure it on the test manifest. Reports mean and standard deviation over
- * the seeds, the majority-class rate, and the choice that was made. */
+ * the seeds, the majority-class rate, and the choice that was made. On the
+ * host API alone: one pipeline per manifest, probe instances made from the
+ * probe element's descriptor and values. */
 #include <cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "clapp/clapp.h"
 #include "probe_cache.h"
-#include "session.h"
+#include "stream.h"
 
 #define EVAL_MAX_SEEDS 64
 #define EVAL_MAX_LRS 16
@@ -42,8 +45,10 @@ static void eval_usage(void)
 
 /* What eval knows of one probe. */
 typedef struct eval_probe {
-    int              node;
     const char      *name, *element;
+    const clapp_plugin_desc *desc;        /* the probe element's (owned by the first pipeline) */
+    const clapp_param_value *values;      /* its resolved values */
+    cli_cache_form   form;                /* frames (frame labels in the training data) or clip means */
     int32_t          classes;
     int              has_lr;              /* the probe has a probe_lr parameter */
     cli_probe_cache  cache[3];            /* train, val, test */
@@ -87,52 +92,63 @@ static uint64_t probe_seed(uint64_t seed, const char *name, int k)
     return cli_mix64(cli_mix64(seed ^ h) + (uint64_t)k);
 }
 
-/* Record what every probe sees on one manifest (stream mode, whole files,
- * manifest order, probes frozen). */
-static int eval_capture(cli_session *s, cli_options *o, const char *data, eval_probe *pr, int n_pr,
-                        int split)
+/* Record what every probe sees on one manifest (whole files in manifest
+ * order, probes frozen) through pipeline p (opened on it here unless
+ * `opened`), with the checkpoint's weights. */
+static int eval_capture_opened(clapp_pipeline *p, const cli_options *o, const char *data, eval_probe *pr,
+                               int n_pr, int split, int opened)
 {
-    char err[2048] = "";
-    const clapp_block *blk;
-    int rc, status;
+    clapp_run_info ri;
+    int rc = CLAPP_OK;
 
-    o->shuffle = 0;
-    status = cli_session_use_data(s, o, data, 1, 1);
-    if (status != CLI_OK)
-        return status;
-    clapp_graph_reset(&s->graph);
-    if (clapp_graph_set_sink_mode(&s->graph, CLAPP_MODE_FROZEN) < 0) {
-        fprintf(stderr, "clapp: error: a probe refused to switch mode\n");
-        return CLI_FAILED;
+    if ((!opened && (rc = clapp_pipeline_open_files(p, data)) < 0) ||
+        (o->checkpoint && (rc = clapp_pipeline_load(p, o->checkpoint)) < 0)) {
+        fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(p));
+        return rc == CLAPP_E_NOMEM ? CLI_FAILED : CLI_USAGE;
     }
-    rc = clapp_source_start(s->src);
-    if (rc < 0) {
-        fprintf(stderr, "clapp: error: %s: cannot start decoding (status %d)\n", data, rc);
-        return CLI_FAILED;
-    }
-    while ((rc = clapp_source_next(s->src, &blk)) > 0) {
-        rc = clapp_graph_process(&s->graph, blk, err, sizeof err);
-        if (rc < 0) {
-            fprintf(stderr, "clapp: error: %s\n", err);
+    for (int k = 0; k < n_pr; k++) {
+        clapp_stream_info si;
+        if (clapp_pipeline_stream(p, pr[k].name, &si) < 0 ||
+            cli_probe_cache_init(&pr[k].cache[split], &si, pr[k].form) < 0) {
+            fprintf(stderr, "clapp: error: out of memory\n");
             return CLI_FAILED;
         }
-        for (int k = 0; k < n_pr; k++)
-            if (cli_probe_cache_capture(&pr[k].cache[split], &s->graph) < 0) {
+    }
+    while ((rc = clapp_pipeline_step(p)) == 1)
+        for (int k = 0; k < n_pr; k++) {
+            const clapp_block *blk;
+            if (clapp_pipeline_output(p, pr[k].name, &blk) < 0 || cli_probe_cache_capture(&pr[k].cache[split], blk) < 0) {
                 fprintf(stderr, "clapp: error: out of memory recording the features of %s\n", pr[k].name);
                 return CLI_FAILED;
             }
-    }
+        }
     if (rc < 0) {
-        fprintf(stderr, "clapp: error: %s: the source failed (status %d)\n", data, rc);
+        fprintf(stderr, "clapp: error: %s: %s\n", data, clapp_pipeline_error(p));
         return CLI_FAILED;
     }
     for (int k = 0; k < n_pr; k++)
         cli_probe_cache_close(&pr[k].cache[split]);
-    if (clapp_source_failed_count(s->src) > 0) {
-        fprintf(stderr, "clapp: error: %s: %d file(s) could not be read (see above)\n", data,
-                clapp_source_failed_count(s->src));
+    clapp_pipeline_run_info(p, &ri);
+    if (ri.files_failed > 0) {
+        fprintf(stderr, "clapp: error: %s: %d file(s) could not be read (see above)\n", data, ri.files_failed);
         return CLI_FAILED;
     }
+    return CLI_OK;
+}
+
+/* A pipeline for the next manifest, whose class ids continue those of `prev`. */
+static int eval_next_pipeline(clapp_pipeline **p, const cli_options *o, const clapp_pipeline *prev)
+{
+    int status = cli_pipeline_create(p, o, 0), n = 0;
+    const char *name;
+    if (status != CLI_OK)
+        return status;
+    clapp_pipeline_class_count(prev, &n);
+    for (int i = 0; i < n; i++)
+        if (clapp_pipeline_class_name(prev, i, &name) < 0 || clapp_pipeline_add_class(*p, name) < 0) {
+            fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(*p));
+            return CLI_FAILED;
+        }
     return CLI_OK;
 }
 
@@ -147,12 +163,12 @@ static double report_accuracy(const char *report)
 }
 
 /* Measure a trained, frozen probe on one cache: accuracy, and the report if asked. */
-static double probe_score(const clapp_node *nd, void *inst, const cli_probe_cache *c, char *report,
+static double probe_score(const clapp_plugin_desc *desc, void *inst, const cli_probe_cache *c, char *report,
                           size_t cap)
 {
     char buf[8192];
-    if (nd->desc->reset(inst, -1) < 0 || cli_probe_cache_replay(c, nd->desc, inst, 0) < 0 ||
-        !nd->desc->report || nd->desc->report(inst, buf, sizeof buf) < 0)
+    if (desc->reset(inst, -1) < 0 || cli_probe_cache_replay(c, desc, inst, 0) < 0 ||
+        !desc->report || desc->report(inst, buf, sizeof buf) < 0)
         return NAN;
     if (report)
         snprintf(report, cap, "%s", buf);
@@ -161,11 +177,10 @@ static double probe_score(const clapp_node *nd, void *inst, const cli_probe_cach
 
 /* Train one probe instance (seed k, learning rate lr) on the training cache
  * and score it on val and test (either may be NULL). Returns CLI_OK. */
-static int probe_run(const cli_session *s, const cli_options *o, eval_probe *pr, int k, double lr,
+static int probe_run(const clapp_host *host, const cli_options *o, eval_probe *pr, int k, double lr,
                      double *val_acc, double *test_acc, char **report)
 {
-    const clapp_node *nd = &s->graph.nodes[pr->node];
-    const clapp_plugin_desc *desc = nd->desc;
+    const clapp_plugin_desc *desc = pr->desc;
     clapp_param_value *values = NULL;
     clapp_create_info ci;
     void *inst = NULL;
@@ -175,7 +190,7 @@ static int probe_run(const cli_session *s, const cli_options *o, eval_probe *pr,
     values = malloc((size_t)desc->n_params * sizeof *values);
     if (!values)
         goto out;
-    memcpy(values, nd->pe->values, (size_t)desc->n_params * sizeof *values);
+    memcpy(values, pr->values, (size_t)desc->n_params * sizeof *values);
     for (int32_t i = 0; i < desc->n_params; i++)
         if (values[i].name && !strcmp(values[i].name, "probe_lr")) {
             values[i].f = lr;
@@ -186,7 +201,7 @@ static int probe_run(const cli_session *s, const cli_options *o, eval_probe *pr,
         }
     memset(&ci, 0, sizeof ci);
     ci.struct_size = sizeof ci;
-    ci.host = &s->host;
+    ci.host = host;
     ci.instance_name = pr->name;
     ci.values = values;
     ci.n_values = desc->n_params;
@@ -205,9 +220,9 @@ static int probe_run(const cli_session *s, const cli_options *o, eval_probe *pr,
     if (desc->set_mode && desc->set_mode(inst, CLAPP_MODE_FROZEN) < 0)
         goto out;
     if (val_acc)
-        *val_acc = probe_score(nd, inst, &pr->cache[SPLIT_VAL], NULL, 0);
+        *val_acc = probe_score(desc, inst, &pr->cache[SPLIT_VAL], NULL, 0);
     if (test_acc) {
-        *test_acc = probe_score(nd, inst, &pr->cache[SPLIT_TEST], buf, sizeof buf);
+        *test_acc = probe_score(desc, inst, &pr->cache[SPLIT_TEST], buf, sizeof buf);
         if (desc->finish && desc->finish(inst) < 0)
             goto out;
         if (report) {
@@ -326,9 +341,11 @@ static void eval_write_json(FILE *f, const cli_options *o, const eval_probe *pr,
 int cli_eval(int argc, char **argv)
 {
     cli_options o;
-    cli_session s;
+    clapp_pipeline *first = NULL, *prev = NULL, *cur = NULL;
+    clapp_host host;
+    clapp_run_info ri;
     eval_probe *pr = NULL;
-    int help = 0, status, n_pr = 0, opened = 0, n_lrs = 0, seeds;
+    int help = 0, status, n_pr = 0, n_lrs = 0, seeds, n = 0;
     double lrs[EVAL_MAX_LRS];
     FILE *json = NULL;
     cli_cache_form form = CLI_CACHE_MEAN;
@@ -358,42 +375,41 @@ int cli_eval(int argc, char **argv)
         status = CLI_USAGE;
         goto done;
     }
-    o.data = o.train;
-    status = cli_session_open(&s, &o, 0);
-    opened = 1;
-    if (status == CLI_OK && o.checkpoint)
-        status = cli_session_load(&s, o.checkpoint, 0);
-    if (status != CLI_OK)
+    cli_host_init(&host, o.verbosity);
+    /* The first pipeline reads the training manifest; its probe elements give
+     * the descriptors and values of the probe instances trained below. */
+    if ((status = cli_pipeline_create(&first, &o, 0)) != CLI_OK)
         goto done;
-
-    /* Frame labels in the training manifest: frame probes; otherwise clip probes. */
-    for (int32_t i = 0; i < s.manifest.n; i++)
-        if (s.manifest.entries[i].alignment)
-            form = CLI_CACHE_FRAMES;
-    pr = calloc((size_t)s.graph.n, sizeof *pr);
-    if (!pr) {
+    if (clapp_pipeline_element_count(first, &n) < 0 || !(pr = calloc((size_t)n + 1, sizeof *pr))) {
         status = CLI_FAILED;
         goto done;
     }
-    for (int i = 1; i < s.graph.n; i++) {
-        const clapp_node *nd = &s.graph.nodes[i];
-        const clapp_param_value *v;
+    for (int i = 1, last_layer = -1; i < n; i++) {
+        const char *name, *producer = "source";
+        int kind;
+        const clapp_plugin_desc *d;
+        const clapp_param_value *values, *v;
         eval_probe *p = &pr[n_pr];
-        if (nd->kind != CLAPP_KIND_SINK || !nd->desc->report)
+        if (clapp_pipeline_element(first, i, &name, NULL, &kind) < 0 ||
+            clapp_pipeline_element_values(first, name, &d, &values) < 0) {
+            status = CLI_FAILED;
+            goto done;
+        }
+        if (kind == CLAPP_KIND_LAYER)
+            last_layer = i;
+        if (kind != CLAPP_KIND_SINK || !d->report)
             continue;
-        p->node = i;
-        p->name = nd->pe->name;
-        p->element = nd->producer > 0 ? s.graph.nodes[nd->producer].pe->name : "source";
-        v = clapp_param_find(nd->pe->values, nd->desc->n_params, "classes");
+        if (last_layer > 0)
+            clapp_pipeline_element(first, last_layer, &producer, NULL, NULL);
+        p->name = name;
+        p->element = producer;
+        p->desc = d;
+        p->values = values;
+        v = clapp_param_find(values, d->n_params, "classes");
         p->classes = v ? (int32_t)v->i : EVAL_NO_CLASSES;
-        v = clapp_param_find(nd->pe->values, nd->desc->n_params, "probe_lr");
+        v = clapp_param_find(values, d->n_params, "probe_lr");
         p->has_lr = v != NULL;
         p->lr = v ? v->f : NAN;
-        for (int k = 0; k < 3; k++)
-            if (cli_probe_cache_init(&p->cache[k], &s.graph, i, form) < 0) {
-                status = CLI_FAILED;
-                goto done;
-            }
         n_pr++;
     }
     if (!n_pr) {
@@ -401,19 +417,42 @@ int cli_eval(int argc, char **argv)
         status = CLI_USAGE;
         goto done;
     }
-
-    status = eval_capture(&s, &o, o.train, pr, n_pr, SPLIT_TRAIN);
-    if (status == CLI_OK && o.val)
-        status = eval_capture(&s, &o, o.val, pr, n_pr, SPLIT_VAL);
-    if (status == CLI_OK)
-        status = eval_capture(&s, &o, o.test, pr, n_pr, SPLIT_TEST);
+    /* Frame labels in the training manifest: frame probes; otherwise clip probes. */
+    if (clapp_pipeline_open_files(first, o.train) < 0) {
+        fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(first));
+        status = CLI_USAGE;
+        goto done;
+    }
+    clapp_pipeline_run_info(first, &ri);
+    if (ri.aligned_files > 0)
+        form = CLI_CACHE_FRAMES;
+    for (int k = 0; k < n_pr; k++)
+        pr[k].form = form;
+    /* opened above: eval_capture loads the weights and records */
+    {
+        const char *data[3] = {o.train, o.val, o.test};
+        for (int split = 0; split < 3 && status == CLI_OK; split++) {
+            if (!data[split])
+                continue;
+            if (split == 0) {
+                cur = first;
+            } else if ((status = eval_next_pipeline(&cur, &o, prev)) != CLI_OK) {
+                break;
+            }
+            status = eval_capture_opened(cur, &o, data[split], pr, n_pr, split, split == 0);
+            if (prev && prev != first)
+                clapp_pipeline_destroy(prev);
+            prev = cur;
+            cur = NULL;
+        }
+    }
     for (int k = 0; k < n_pr && status == CLI_OK; k++) {
         eval_probe *p = &pr[k];
         probe_majority(p);
         if (o.val && p->has_lr) {
             int best = 0;
             for (int i = 0; i < n_lrs && status == CLI_OK; i++) {
-                status = probe_run(&s, &o, p, 0, lrs[i], &p->grid_acc[i], NULL, NULL);
+                status = probe_run(&host, &o, p, 0, lrs[i], &p->grid_acc[i], NULL, NULL);
                 if (o.verbosity > 0)
                     fprintf(stderr, "clapp: %s: probe_lr %g: validation accuracy %.4f\n", p->name, lrs[i],
                             p->grid_acc[i]);
@@ -424,7 +463,7 @@ int cli_eval(int argc, char **argv)
             p->lr = lrs[best];
         }
         for (int i = 0; i < seeds && status == CLI_OK; i++)
-            status = probe_run(&s, &o, p, i, p->lr, o.val ? &p->val_acc[i] : NULL, &p->acc[i], &p->report);
+            status = probe_run(&host, &o, p, i, p->lr, o.val ? &p->val_acc[i] : NULL, &p->acc[i], &p->report);
     }
     if (status != CLI_OK)
         goto done;
@@ -462,9 +501,11 @@ done:
             free(pr[k].report);
         }
     free(pr);
-    if (opened)
-        cli_session_close(&s);
-    free(o.sets);
-    free(o.probes);
+    if (cur && cur != first)
+        clapp_pipeline_destroy(cur);
+    if (prev && prev != first)
+        clapp_pipeline_destroy(prev);
+    clapp_pipeline_destroy(first);
+    cli_options_free(&o);
     return status;
 }

@@ -12,6 +12,7 @@
  *
  * Memory: the source's queue of blocks plus each element's block buffers;
  * nothing grows with file length except one small record per (file, element).
+ * On the host API alone (include/clapp/clapp.h).
  */
 #define _GNU_SOURCE
 #include <cJSON.h>
@@ -19,7 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "session.h"
+#include "clapp/clapp.h"
+#include "cli.h"
 
 #define X_MAX_ARGS 256
 
@@ -32,7 +34,6 @@ typedef struct x_record {
 
 typedef struct x_element {
     const char *name;     /* the observed element */
-    int         node;     /* its graph node (0: the source) */
     x_record   *recs;
     int64_t     n_recs, cap_recs;
     int64_t    *lane_rec; /* [lanes] current record of each lane, -1 none */
@@ -148,92 +149,100 @@ done:
     return rc;
 }
 
-/* Choose the elements and insert a features writer after each. */
-static int attach_writers(cli_session *s, const char *out_dir, const char **want, int n_want,
-                          const char ***names, int *n_names)
+static void free_names(const char **list, int n)
 {
-    char err[2048] = "";
-    const char **list = calloc((size_t)s->pd.n + 1, sizeof *list);
-    int n = 0;
-    if (!list)
+    for (int k = 0; list && k < n; k++)
+        free((char *)list[k]);
+    free(list);
+}
+
+/* Choose the elements and insert a features writer after each. */
+static int attach_writers(clapp_pipeline *p, const char *pipe, const char *out_dir, const char **want,
+                          int n_want, const char ***names, int *n_names)
+{
+    const char **list = NULL;
+    int n = 0, count = 0;
+    if (clapp_pipeline_element_count(p, &count) < 0 || !(list = calloc((size_t)count + 1, sizeof *list)))
         return CLI_FAILED;
     if (n_want == 0) {
-        for (int i = 1; i < s->pd.n; i++)
-            if (s->pd.elems[i].desc->kind == CLAPP_KIND_LAYER)
-                list[n++] = s->pd.elems[i].name;
+        for (int i = 1; i < count; i++) {
+            const char *name;
+            int kind;
+            if (clapp_pipeline_element(p, i, &name, NULL, &kind) == CLAPP_OK && kind == CLAPP_KIND_LAYER &&
+                !(list[n++] = strdup(name)))
+                goto nomem;
+        }
         if (!n) {
-            fprintf(stderr, "clapp: error: %s has no layer; name the elements with --element\n", s->pd.file);
-            free(list);
+            fprintf(stderr, "clapp: error: %s has no layer; name the elements with --element\n", pipe);
+            free_names(list, n);
             return CLI_USAGE;
         }
     }
     for (int w = 0; w < n_want; w++) {
-        int i = clapp_pipeline_find(&s->pd, want[w]);
-        if (i < 0 || (i > 0 && s->pd.elems[i].desc->kind != CLAPP_KIND_LAYER)) {
+        int i, kind = -1;
+        const char *name = NULL;
+        for (i = 0; i < count; i++)
+            if (clapp_pipeline_element(p, i, &name, NULL, &kind) == CLAPP_OK && !strcmp(name, want[w]))
+                break;
+        if (i == count || (i > 0 && kind != CLAPP_KIND_LAYER)) {
             fprintf(stderr, "clapp: error: --element %s: %s; layers of %s:", want[w],
-                    i < 0 ? "no element of that name" : "not a layer (its output is its input's)",
-                    s->pd.file);
-            for (int k = 0; k < s->pd.n; k++)
-                if (k == 0 || s->pd.elems[k].desc->kind == CLAPP_KIND_LAYER)
-                    fprintf(stderr, " %s", s->pd.elems[k].name);
+                    i == count ? "no element of that name" : "not a layer (its output is its input's)", pipe);
+            for (int k = 0; k < count; k++)
+                if (clapp_pipeline_element(p, k, &name, NULL, &kind) == CLAPP_OK &&
+                    (k == 0 || kind == CLAPP_KIND_LAYER))
+                    fprintf(stderr, " %s", name);
             fprintf(stderr, "\n");
-            free(list);
+            free_names(list, n);
             return CLI_USAGE;
         }
-        list[n++] = s->pd.elems[i].name;
+        if (!(list[n++] = strdup(want[w])))
+            goto nomem;
     }
     for (int k = 0; k < n; k++) {
         char wname[256], suffix[256];
         const char *kv[4] = {"out", out_dir, "suffix", suffix};
-        int at = clapp_pipeline_find(&s->pd, list[k]);
         snprintf(wname, sizeof wname, "extract_%s", list[k]);
         snprintf(suffix, sizeof suffix, ".%s", list[k]);
-        if (clapp_pipeline_insert(&s->pd, at, "features", wname, kv, 2, err, sizeof err) < 0) {
-            fprintf(stderr, "clapp: error: %s\n", err);
-            free(list);
+        if (clapp_pipeline_add_element(p, list[k], "features", wname, kv, 2) < 0) {
+            fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(p));
+            free_names(list, n);
             return CLI_USAGE;
         }
-    }
-    if (clapp_pipeline_resolve(&s->pd, &s->reg, err, sizeof err) < 0) {
-        fprintf(stderr, "clapp: error: %s\n", err);
-        free(list);
-        return CLI_USAGE;
     }
     *names = list;
     *n_names = n;
     return CLI_OK;
+nomem:
+    fprintf(stderr, "clapp: error: out of memory\n");
+    free_names(list, n);
+    return CLI_FAILED;
 }
 
 int cli_extract(int argc, char **argv)
 {
-    cli_options o;
-    cli_session s;
-    char err[2048] = "";
-    const char *want[X_MAX_ARGS], *out_dir = NULL, **names = NULL;
-    char *sets[X_MAX_ARGS], *ckpt_blocks = NULL;
-    int n_want = 0, n_sets = 0, n_names = 0, status = CLI_OK, rc;
+    const char *pipe = NULL, *data = NULL, *ckpt = NULL, *want[X_MAX_ARGS], *out_dir = NULL, **names = NULL;
+    const char *sets[X_MAX_ARGS];
+    char *ckpt_blocks = NULL, err[2048] = "";
+    int n_want = 0, n_sets = 0, n_names = 0, status = CLI_OK, rc, random_init = 0, verbosity = 1;
     x_element *xs = NULL;
+    clapp_pipeline *p = NULL;
+    clapp_options opt;
     clapp_stream_info info;
-    clapp_graph_params gp;
-    const clapp_block *blk;
+    clapp_run_info ri;
 
-    memset(&o, 0, sizeof o);
-    memset(&s, 0, sizeof s);
-    o.epochs = 1;
-    o.seed = 1;
-    o.verbosity = 1;
-    o.lr = -1;
+    clapp_options_init(&opt);
+    opt.seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             extract_usage();
             return CLI_OK;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            o.verbosity = 0;
+            verbosity = 0;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
-            o.verbosity = 2;
+            verbosity = 2;
         } else if (!strcmp(a, "--random-init")) {
-            o.random_init = 1;
+            random_init = 1;
         } else if (!strcmp(a, "--checkpoint") || !strcmp(a, "--data") || !strcmp(a, "--out") ||
                    !strcmp(a, "--element") || !strcmp(a, "--set") || !strcmp(a, "--seed")) {
             if (!v) {
@@ -242,18 +251,18 @@ int cli_extract(int argc, char **argv)
             }
             i++;
             if (!strcmp(a, "--checkpoint")) {
-                o.checkpoint = v;
+                ckpt = v;
             } else if (!strcmp(a, "--data")) {
-                o.data = v;
+                data = v;
             } else if (!strcmp(a, "--out")) {
                 out_dir = v;
             } else if (!strcmp(a, "--element") && n_want < X_MAX_ARGS) {
                 want[n_want++] = v;
             } else if (!strcmp(a, "--set") && n_sets < X_MAX_ARGS) {
-                sets[n_sets++] = (char *)v;
+                sets[n_sets++] = v;
             } else if (!strcmp(a, "--seed")) {
                 char *end;
-                o.seed = strtoull(v, &end, 10);
+                opt.seed = strtoull(v, &end, 10);
                 if (*end || !*v) {
                     fprintf(stderr, "clapp: error: --seed %s: expected a non-negative integer\n", v);
                     return CLI_USAGE;
@@ -265,55 +274,35 @@ int cli_extract(int argc, char **argv)
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "clapp: error: unknown option '%s'\n", a);
             return CLI_USAGE;
-        } else if (!o.pipe) {
-            o.pipe = a;
+        } else if (!pipe) {
+            pipe = a;
         } else {
             fprintf(stderr, "clapp: error: unexpected argument '%s'\n", a);
             return CLI_USAGE;
         }
     }
-    if (!o.pipe || !o.data || !out_dir || !o.checkpoint == !o.random_init) {
+    if (!pipe || !data || !out_dir || !ckpt == !random_init) {
         fprintf(stderr, "clapp: error: extract needs PIPE, one of --checkpoint C and --random-init, "
                         "--data MANIFEST and --out DIR\n");
         return CLI_USAGE;
     }
+    opt.log_level = verbosity == 0 ? CLAPP_LOG_ERROR : verbosity == 1 ? CLAPP_LOG_WARNING : CLAPP_LOG_INFO;
 
-    /* The set-up of cli_session_open, with the writers inserted before resolving the graph. */
-    cli_host_init(&s.host, o.verbosity);
-    clapp_labelset_init_cmu41(&s.labels);
-    if (clapp_registry_init_default(&s.reg, &s.host) < 0) {
-        fprintf(stderr, "clapp: error: cannot set up the element registry\n");
-        status = CLI_FAILED;
+    /* The pipeline with its overrides, a writer after each chosen element,
+     * every file once and whole, the checkpoint's weights. */
+    if (clapp_pipeline_create_from_file(&p, pipe, sets, n_sets, &opt) < 0)
+        goto usage_err;
+    if ((status = attach_writers(p, pipe, out_dir, want, n_want, &names, &n_names)) != CLI_OK)
+        goto done;
+    if ((rc = clapp_pipeline_open_files(p, data)) < 0) {
+        status = rc == CLAPP_E_NOMEM ? CLI_FAILED : CLI_USAGE;
+        fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(p));
         goto done;
     }
-    if (clapp_pipeline_parse_file(&s.pd, o.pipe, err, sizeof err) < 0)
-        goto usage_err;
-    for (int i = 0; i < n_sets; i++)
-        if (clapp_pipeline_set(&s.pd, sets[i], err, sizeof err) < 0)
+    if (ckpt) {
+        if (clapp_pipeline_load(p, ckpt) < 0)
             goto usage_err;
-    if (clapp_pipeline_resolve(&s.pd, &s.reg, err, sizeof err) < 0)
-        goto usage_err;
-    if (s.pd.n < 1 || s.pd.elems[0].desc->kind != CLAPP_KIND_SOURCE) {
-        fprintf(stderr, "clapp: error: %s: a pipeline starts with 'source'\n", s.pd.file);
-        status = CLI_USAGE;
-        goto done;
-    }
-    if ((status = attach_writers(&s, out_dir, want, n_want, &names, &n_names)) != CLI_OK)
-        goto done;
-    if ((status = cli_session_use_data(&s, &o, o.data, 1, 1)) != CLI_OK)
-        goto done;
-    clapp_source_info(s.src, &info);
-    clapp_graph_default_params(&gp);
-    gp.learn = 0;
-    gp.seed = o.seed;
-    rc = clapp_graph_create(&s.graph, &s.pd, &info, &gp, &s.host, err, sizeof err);
-    s.have_graph = 1;
-    if (rc < 0)
-        goto usage_err;
-    if (o.checkpoint) {
-        if ((status = cli_session_load(&s, o.checkpoint, 0)) != CLI_OK)
-            goto done;
-        ckpt_blocks = clapp_checkpoint_read_meta(o.checkpoint, "blocks", err, sizeof err);
+        clapp_checkpoint_metadata(ckpt, "blocks", &ckpt_blocks, err, sizeof err);
     }
 
     xs = calloc((size_t)n_names + 1, sizeof *xs);
@@ -321,7 +310,8 @@ int cli_extract(int argc, char **argv)
         goto nomem;
     for (int k = 0; k < n_names; k++) {
         xs[k].name = names[k];
-        xs[k].node = clapp_pipeline_find(&s.pd, names[k]);
+        if (clapp_pipeline_stream(p, names[k], &info) < 0)
+            goto usage_err;
         xs[k].lane_rec = malloc((size_t)info.shape[0] * sizeof *xs[k].lane_rec);
         if (!xs[k].lane_rec)
             goto nomem;
@@ -329,42 +319,41 @@ int cli_extract(int argc, char **argv)
             xs[k].lane_rec[b] = -1;
     }
 
-    if ((rc = clapp_source_start(s.src)) < 0) {
-        fprintf(stderr, "clapp: error: cannot start decoding (status %d)\n", rc);
-        status = CLI_FAILED;
-        goto done;
-    }
-    while ((rc = clapp_source_next(s.src, &blk)) > 0) {
-        if (clapp_graph_process(&s.graph, blk, err, sizeof err) < 0) {
-            fprintf(stderr, "clapp: error: %s\n", err);
-            status = CLI_FAILED;
-            break;
-        }
-        for (int k = 0; k < n_names; k++)
-            if (observe(&xs[k], clapp_graph_output(&s.graph, xs[k].node)) < 0)
+    while ((rc = clapp_pipeline_step(p)) == 1) {
+        for (int k = 0; k < n_names; k++) {
+            const clapp_block *blk;
+            if (clapp_pipeline_output(p, names[k], &blk) < 0 || observe(&xs[k], blk) < 0)
                 goto nomem;
+        }
     }
-    if (rc < 0 && status == CLI_OK) {
-        fprintf(stderr, "clapp: error: the source failed (status %d)\n", rc);
+    if (rc < 0) {
+        fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(p));
         status = CLI_FAILED;
     }
-    if (clapp_graph_finish(&s.graph, err, sizeof err) < 0) {
-        fprintf(stderr, "clapp: error: %s\n", err);
+    if (clapp_pipeline_finish(p) < 0) {
+        fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(p));
         status = CLI_FAILED;
     }
     for (int k = 0; k < n_names; k++) {
-        const clapp_stream_info *si = xs[k].node ? &s.graph.nodes[xs[k].node].out_info : &info;
+        const char *type = NULL;
+        int count = 0;
+        clapp_pipeline_stream(p, names[k], &info);
+        clapp_pipeline_element_count(p, &count);
+        for (int i = 0; i < count; i++) {
+            const char *name;
+            if (clapp_pipeline_element(p, i, &name, &type, NULL) == CLAPP_OK && !strcmp(name, names[k]))
+                break;
+        }
         for (int64_t r = 0; r < xs[k].n_recs; r++)
-            if (write_sidecar(out_dir, &xs[k], &xs[k].recs[r], si, s.pd.elems[xs[k].node].type,
-                              o.checkpoint, ckpt_blocks, o.pipe) != CLI_OK)
+            if (write_sidecar(out_dir, &xs[k], &xs[k].recs[r], &info, type ? type : "", ckpt, ckpt_blocks,
+                              pipe) != CLI_OK)
                 status = CLI_FAILED;
     }
-    {
-        int32_t failed = clapp_source_failed_count(s.src), done_n = clapp_source_done_count(s.src);
-        if (o.verbosity > 0)
+    if (clapp_pipeline_run_info(p, &ri) == CLAPP_OK) {
+        if (verbosity > 0)
             fprintf(stderr, "clapp: extracted %d element(s) from %d file(s) into %s; %d failed\n",
-                    n_names, done_n, out_dir, failed);
-        if (failed > 0 && status == CLI_OK)
+                    n_names, ri.files_done, out_dir, ri.files_failed);
+        if (ri.files_failed > 0 && status == CLI_OK)
             status = CLI_FAILED;
     }
     goto done;
@@ -373,7 +362,7 @@ nomem:
     status = CLI_FAILED;
     goto done;
 usage_err:
-    fprintf(stderr, "clapp: error: %s\n", err);
+    fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(p));
     status = CLI_USAGE;
 done:
     for (int k = 0; xs && k < n_names; k++) {
@@ -383,8 +372,8 @@ done:
         free(xs[k].lane_rec);
     }
     free(xs);
-    free(names);
-    free(ckpt_blocks);
-    cli_session_close(&s);
+    free_names(names, n_names);
+    clapp_free(ckpt_blocks);
+    clapp_pipeline_destroy(p);
     return status;
 }

@@ -1,7 +1,9 @@
-/* clapp inspect [ELEMENT]: list the elements, or describe one. */
+/* clapp inspect [ELEMENT]: list the elements, or describe one. On the host
+ * API alone (clapp_catalog). */
 #include <stdio.h>
 #include <string.h>
 
+#include "clapp/clapp.h"
 #include "cli.h"
 
 static const char *kind_name(clapp_plugin_kind k)
@@ -41,11 +43,10 @@ static void print_param(const clapp_param_desc *p)
            p->def && *p->def ? p->def : "\"\"", range, p->help ? p->help : "");
 }
 
-static void print_element(const clapp_registry_item *it)
+static void print_element(const clapp_plugin_desc *d, const char *file)
 {
-    const clapp_plugin_desc *d = it->desc;
     printf("%s %s (%s)\n  %s\n  from: %s\n\nparameters:\n", d->id, d->version, kind_name(d->kind),
-           d->help ? d->help : "", it->file ? it->file : "built in");
+           d->help ? d->help : "", file ? file : "built in");
     for (int32_t i = 0; i < d->n_params; i++)
         print_param(&d->params[i]);
     if (d->kind == CLAPP_KIND_LAYER || d->kind == CLAPP_KIND_LOSS) {
@@ -61,9 +62,10 @@ static void print_element(const clapp_registry_item *it)
 
 int cli_inspect(int argc, char **argv)
 {
-    clapp_host host;
-    clapp_registry reg;
-    int status = CLI_OK;
+    clapp_catalog *cat = NULL;
+    const clapp_plugin_desc *d;
+    const char *file;
+    int status = CLI_OK, n = 0, at = -1;
 
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         printf("usage: clapp inspect [ELEMENT]\n"
@@ -71,29 +73,22 @@ int cli_inspect(int argc, char **argv)
                "plugin folders; with ELEMENT, prints its parameters with types, defaults, ranges and help.\n");
         return CLI_OK;
     }
-    cli_host_init(&host, 1);
-    if (clapp_registry_init_default(&reg, &host) < 0) {
-        fprintf(stderr, "clapp: error: cannot set up the element registry\n");
-        return CLI_FAILED;
-    }
-    if (argc > 1) {
-        const clapp_registry_item *it = clapp_registry_find_item(&reg, argv[1]);
-        if (!it) {
-            fprintf(stderr, "clapp: error: unknown element '%s'; valid elements:", argv[1]);
-            for (int32_t i = 0; i < reg.n; i++)
-                fprintf(stderr, " %s", reg.items[i].desc->id);
-            fprintf(stderr, "\n");
+    if (clapp_catalog_create(&cat, NULL) < 0 || clapp_catalog_count(cat, &n) < 0) {
+        fprintf(stderr, "clapp: error: cannot set up the element registry: %s\n", clapp_catalog_error(cat));
+        status = CLI_FAILED;
+    } else if (argc > 1) {
+        if (clapp_catalog_find(cat, argv[1], &at) < 0) {
+            fprintf(stderr, "clapp: error: %s\n", clapp_catalog_error(cat));
             status = CLI_USAGE;
-        } else {
-            print_element(it);
+        } else if (clapp_catalog_element(cat, at, &d, &file) == CLAPP_OK) {
+            print_element(d, file);
         }
     } else {
-        for (int32_t i = 0; i < reg.n; i++) {
-            const clapp_plugin_desc *d = reg.items[i].desc;
-            printf("%-16s %-7s %-8s %s\n", d->id, kind_name(d->kind), d->version,
-                   d->help ? d->help : "");
-        }
+        for (int i = 0; i < n; i++)
+            if (clapp_catalog_element(cat, i, &d, NULL) == CLAPP_OK)
+                printf("%-16s %-7s %-8s %s\n", d->id, kind_name(d->kind), d->version,
+                       d->help ? d->help : "");
     }
-    clapp_registry_free(&reg);
+    clapp_catalog_destroy(cat);
     return status;
 }

@@ -4,6 +4,10 @@
 
 #include "cli.h"
 
+#ifndef CLAPP_VERSION_STRING
+#define CLAPP_VERSION_STRING "unknown"
+#endif
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -34,7 +38,7 @@ int main(int argc, char **argv)
         return CLI_OK;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("clapp 0.1.0 (plugin ABI %d.%d)\n", CLAPP_ABI_MAJOR, CLAPP_ABI_MINOR);
+        printf("clapp %s (plugin ABI %d.%d)\n", CLAPP_VERSION_STRING, CLAPP_ABI_MAJOR, CLAPP_ABI_MINOR);
         return CLI_OK;
     }
     if (!strcmp(argv[1], "inspect"))

@@ -1,5 +1,6 @@
 /* The frozen features a probe sees, captured once and replayed (probe_cache.h). */
 #include "probe_cache.h"
+#include "clapp/plugin_util.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -7,18 +8,13 @@
 
 uint64_t cli_mix64(uint64_t z)
 {
-    z += 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return clapp_mix64(z + 0x9e3779b97f4a7c15ull);
 }
 
-int cli_probe_cache_init(cli_probe_cache *c, const clapp_graph *g, int sink, cli_cache_form form)
+int cli_probe_cache_init(cli_probe_cache *c, const clapp_stream_info *in, cli_cache_form form)
 {
-    const clapp_stream_info *in = &g->nodes[sink].out_info;   /* a sink's out_info is its input */
     int32_t lanes = (int32_t)in->shape[0];
     memset(c, 0, sizeof *c);
-    c->sink = sink;
     c->info = *in;
     c->form = form;
     c->C = in->shape[1];
@@ -123,9 +119,8 @@ static int store_labels(cli_cached_seq *s, const clapp_lane *ln)
     return 0;
 }
 
-int cli_probe_cache_capture(cli_probe_cache *c, const clapp_graph *g)
+int cli_probe_cache_capture(cli_probe_cache *c, const clapp_block *blk)
 {
-    const clapp_block *blk = g->nodes[c->sink].in;
     int64_t T, C = c->C, HW = c->HW, F = c->F;
     if (!blk)
         return CLAPP_OK;

@@ -24,7 +24,6 @@
 #include <stdint.h>
 
 #include "clapp/plugin.h"
-#include "graph.h"
 
 typedef enum cli_cache_form { CLI_CACHE_FRAMES = 0, CLI_CACHE_MEAN = 1 } cli_cache_form;
 
@@ -42,9 +41,8 @@ typedef struct cli_cached_seq {
     int64_t  n_labels, cap_labels;
 } cli_cached_seq;
 
-/* The captured input of one sink of the graph, for one manifest. */
+/* The captured input of one sink of a pipeline, for one manifest. */
 typedef struct cli_probe_cache {
-    int               sink;        /* graph node of the probe */
     clapp_stream_info info;        /* the stream it sees (its configure input) */
     int64_t           C, HW, F;    /* channels, positions per step (1 for 3-D), F = C * HW */
     cli_cache_form    form;
@@ -58,10 +56,11 @@ typedef struct cli_probe_cache {
 /* splitmix64's output function: shuffle orders and probe seeds of eval. */
 uint64_t cli_mix64(uint64_t z);
 
-/* Prepare a cache for sink node `sink` of g; form as above. Returns 0 or CLAPP_E_NOMEM. */
-int  cli_probe_cache_init(cli_probe_cache *c, const clapp_graph *g, int sink, cli_cache_form form);
-/* Record what sink c->sink saw in the block the graph has just processed. */
-int  cli_probe_cache_capture(cli_probe_cache *c, const clapp_graph *g);
+/* Prepare a cache for a sink whose input is the stream `in`; form as above.
+ * Returns 0 or CLAPP_E_NOMEM. */
+int  cli_probe_cache_init(cli_probe_cache *c, const clapp_stream_info *in, cli_cache_form form);
+/* Record the block the sink has just seen. */
+int  cli_probe_cache_capture(cli_probe_cache *c, const clapp_block *blk);
 /* Close the open mean sequences (after the last block). */
 void cli_probe_cache_close(cli_probe_cache *c);
 /* Labelled frames (frame form) or labelled sequences (mean form) the probe can score. */

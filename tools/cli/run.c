@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "session.h"
+#include "stream.h"
 
 static void run_usage(void)
 {
@@ -17,24 +17,13 @@ static void run_usage(void)
 int cli_run(int argc, char **argv)
 {
     cli_options o;
-    cli_session s;
     int help = 0, status;
 
     status = cli_options_parse(&o, argc, argv, &help);
-    if (status != CLI_OK || help) {
-        if (help)
-            run_usage();
-        free(o.sets);
-    free(o.probes);
-        return status;
-    }
-    status = cli_session_open(&s, &o, 0);
-    if (status == CLI_OK && o.dump_graph)
-        clapp_pipeline_dump(&s.pd, stdout);
+    if (status == CLI_OK && help)
+        run_usage();
     else if (status == CLI_OK)
-        status = cli_session_run(&s, &o);
-    cli_session_close(&s);
-    free(o.sets);
-    free(o.probes);
+        status = cli_stream(&o, 0);
+    cli_options_free(&o);
     return status;
 }

@@ -2,10 +2,8 @@
  * through the pipeline; JSONL metrics per block. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
-#include "session.h"
+#include "stream.h"
 
 static void train_usage(void)
 {
@@ -44,50 +42,13 @@ static void train_usage(void)
 int cli_train(int argc, char **argv)
 {
     cli_options o;
-    cli_session s;
     int help = 0, status;
 
     status = cli_options_parse(&o, argc, argv, &help);
-    if (status != CLI_OK || help) {
-        if (help)
-            train_usage();
-        free(o.sets);
-    free(o.probes);
-        return status;
-    }
-    status = cli_session_open(&s, &o, 1);
-    if (status == CLI_OK && o.dump_graph) {
-        clapp_pipeline_dump(&s.pd, stdout);
-    } else if (status == CLI_OK) {
-        if (!o.metrics || !strcmp(o.metrics, "-")) {
-            s.metrics = stdout;
-        } else if (!(s.metrics = fopen(o.metrics, "w"))) {
-            perror(o.metrics);
-            status = CLI_USAGE;
-        }
-        s.progress = isatty(STDERR_FILENO) && o.verbosity > 0;
-        if (status == CLI_OK && o.resume) {
-            if (!o.checkpoint) {
-                fprintf(stderr, "clapp: error: --resume needs --checkpoint PATH\n");
-                status = CLI_USAGE;
-            } else {
-                char err[1024] = "", *seed = clapp_checkpoint_read_meta(o.checkpoint, "seed", err, sizeof err);
-                status = cli_session_load(&s, o.checkpoint, 1);
-                /* The data order and window starts follow the seed: another one cannot resume. */
-                if (status == CLI_OK && seed && strtoull(seed, NULL, 10) != o.seed) {
-                    fprintf(stderr, "clapp: error: %s was trained with --seed %s; resume with the same seed\n",
-                            o.checkpoint, seed);
-                    status = CLI_USAGE;
-                }
-                free(seed);
-                s.skip_blocks = s.graph.blocks;
-            }
-        }
-        if (status == CLI_OK)
-            status = cli_session_run(&s, &o);
-    }
-    cli_session_close(&s);
-    free(o.sets);
-    free(o.probes);
+    if (status == CLI_OK && help)
+        train_usage();
+    else if (status == CLI_OK)
+        status = cli_stream(&o, 1);
+    cli_options_free(&o);
     return status;
 }

@@ -23,6 +23,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clapp/clapp.h"
+#include "clapp/plugin_util.h"
 #include "cli.h"
 
 #define V_SAMPLES 24      /* finite-difference samples per tensor */
@@ -57,12 +59,7 @@ static void check(vctx *v, int ok, const char *fmt, ...)
 
 static double v_unit(uint64_t *s)
 {
-    /* splitmix64 -> [0, 1) */
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53;
+    return clapp_uniform53(s);
 }
 
 static int v_create(vctx *v, uint64_t seed, void **inst)
@@ -470,40 +467,25 @@ static void validate_sink(vctx *v, uint64_t seed)
     v->d->destroy(a);
 }
 
-static int validate_desc(const clapp_registry *reg, const clapp_plugin_desc *d, char **sets, int n_sets,
-                         uint64_t seed, const clapp_host *host)
+static int validate_desc(clapp_catalog *cat, int index, const clapp_plugin_desc *d, char **sets,
+                         int n_sets, uint64_t seed, const clapp_host *host)
 {
-    clapp_pipeline_desc pd;
-    char err[2048] = "";
-    char *text = NULL;
-    size_t len = 0;
-    FILE *mf = open_memstream(&text, &len);
+    const clapp_param_value *values = NULL;
     vctx v;
     void *inst = NULL;
     int rc, accepted = -1;
     clapp_host silent = {sizeof(clapp_host), NULL, NULL};
 
     memset(&v, 0, sizeof v);
-    memset(&pd, 0, sizeof pd);
-    if (!mf)
-        return CLI_FAILED;
-    /* The host's own resolution gives the values, defaults filled in. */
-    fprintf(mf, "source ! %s", d->id);
-    for (int i = 0; i < n_sets; i++)
-        fprintf(mf, " %s", sets[i]);
-    fclose(mf);
     printf("%s %s (%s)\n", d->id, d->version, d->kind == CLAPP_KIND_LAYER ? "layer" : "sink");
-    rc = clapp_pipeline_parse(&pd, text, "<validate>", err, sizeof err);
-    if (rc == CLAPP_OK)
-        rc = clapp_pipeline_resolve(&pd, reg, err, sizeof err);
-    free(text);
+    /* The host's own resolution gives the values, defaults filled in. */
+    rc = clapp_catalog_values(cat, index, (const char *const *)sets, n_sets, &values);
     if (rc < 0) {
-        printf("  [FAIL] parameters: %s\n", err);
-        clapp_pipeline_free(&pd);
+        printf("  [FAIL] parameters: %s\n", clapp_catalog_error(cat));
         return CLI_FAILED;
     }
     v.d = d;
-    v.values = pd.elems[1].values;
+    v.values = values;
     v.n_values = d->n_params;
     v.host = host;
     v.rng = seed * 0x2545F4914F6CDD1Dull + 1;
@@ -543,7 +525,6 @@ static int validate_desc(const clapp_registry *reg, const clapp_plugin_desc *d, 
             validate_sink(&v, seed);
     }
     printf("  %s: %d of %d checks passed\n\n", d->id, v.checks - v.fails, v.checks);
-    clapp_pipeline_free(&pd);
     return v.fails ? CLI_FAILED : CLI_OK;
 }
 
@@ -575,8 +556,10 @@ int cli_validate(int argc, char **argv)
     int n_sets = 0, verbosity = 0, status = CLI_OK, n_checked = 0;
     uint64_t seed = 1;
     clapp_host host;
-    clapp_registry reg;
-    char err[2048] = "", tmpl[] = "/tmp/clapp-validate-XXXXXX", *cwd = NULL;
+    clapp_catalog *cat = NULL;
+    clapp_options opt;
+    char tmpl[] = "/tmp/clapp-validate-XXXXXX", *cwd = NULL;
+    int n = 0;
 
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -605,42 +588,35 @@ int cli_validate(int argc, char **argv)
         return CLI_USAGE;
     }
     cli_host_init(&host, verbosity ? verbosity : 1);
-    if (clapp_registry_init(&reg, &host) < 0) {
-        fprintf(stderr, "clapp: error: cannot set up the element registry\n");
-        return CLI_FAILED;
-    }
-    {
-        /* dlopen searches the library path for a bare name: make it relative. */
-        char *path = NULL;
-        if (asprintf(&path, "%s%s", strchr(file, '/') ? "" : "./", file) < 0 ||
-            clapp_registry_load_file(&reg, path, err, sizeof err) < 0) {
-            fprintf(stderr, "clapp: error: %s\n", path ? err : "out of memory");
-            free(path);
-            clapp_registry_free(&reg);
-            return CLI_USAGE;
-        }
-        free(path);
+    clapp_options_init(&opt);
+    opt.log_level = verbosity ? verbosity : CLAPP_LOG_WARNING;
+    if (clapp_catalog_create_file(&cat, file, &opt) < 0 || clapp_catalog_count(cat, &n) < 0) {
+        fprintf(stderr, "clapp: error: %s\n", clapp_catalog_error(cat));
+        clapp_catalog_destroy(cat);
+        return CLI_USAGE;
     }
     cwd = getcwd(NULL, 0);
     if (!cwd || !mkdtemp(tmpl) || chdir(tmpl) != 0) {
         fprintf(stderr, "clapp: error: cannot make a temporary folder for the checks\n");
         free(cwd);
-        clapp_registry_free(&reg);
+        clapp_catalog_destroy(cat);
         return CLI_FAILED;
     }
     printf("validating %s (seed %llu)\n\n", file, (unsigned long long)seed);
-    for (int32_t i = 0; i < reg.n; i++) {
-        if (!reg.items[i].file)
-            continue;
+    for (int i = 0; i < n; i++) {
+        const clapp_plugin_desc *d = NULL;
+        const char *from = NULL;
+        if (clapp_catalog_element(cat, i, &d, &from) < 0 || !from)
+            continue;   /* built in */
         n_checked++;
-        if (validate_desc(&reg, reg.items[i].desc, sets, n_sets, seed, &host) != CLI_OK)
+        if (validate_desc(cat, i, d, sets, n_sets, seed, &host) != CLI_OK)
             status = CLI_FAILED;
     }
     if (chdir(cwd) != 0)
         status = CLI_FAILED;
     nftw(tmpl, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(cwd);
-    clapp_registry_free(&reg);
+    clapp_catalog_destroy(cat);
     if (!n_checked) {
         fprintf(stderr, "clapp: error: %s provides no element\n", file);
         return CLI_FAILED;

@@ -39,8 +39,8 @@
 #include <unistd.h>
 
 #include "clapp/plugin.h"
-#include "decode.h"
-#include "manifest.h"
+#include "media/decode.h"
+#include "media/manifest.h"
 
 cst_lexicon *cmu_lex_init(void);
 

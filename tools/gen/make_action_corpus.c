@@ -60,6 +60,8 @@
 #include <libavutil/opt.h>
 #include <libswscale/swscale.h>
 
+#include "clapp/plugin_util.h"
+
 #define AC_PI 3.14159265358979323846
 #define AC_MAX_TRIES 100
 #define AC_MAX_IMAGE_SIDE 1024
@@ -104,21 +106,9 @@ typedef struct ac_options {
 /* ------------------------------------------------------------------------ */
 /* Random numbers: splitmix64, one stream per clip                           */
 
-static uint64_t ac_mix(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t ac_next(uint64_t *st)
-{
-    return ac_mix(*st += 0x9e3779b97f4a7c15ull);
-}
-
 static double ac_unif(uint64_t *st, double lo, double hi)
 {
-    return lo + (hi - lo) * ((double)(ac_next(st) >> 11) * (1.0 / 9007199254740992.0));
+    return lo + (hi - lo) * clapp_uniform53(st);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -153,7 +143,7 @@ typedef struct ac_texture {
 
 static double ac_hash01(uint64_t seed, int64_t i, int64_t j, uint64_t k)
 {
-    uint64_t h = ac_mix(seed ^ ac_mix((uint64_t)i * 0x9e3779b97f4a7c15ull + (uint64_t)j * 0xc2b2ae3d27d4eb4full + k));
+    uint64_t h = clapp_mix64(seed ^ clapp_mix64((uint64_t)i * 0x9e3779b97f4a7c15ull + (uint64_t)j * 0xc2b2ae3d27d4eb4full + k));
     return (double)(h >> 11) * (1.0 / 9007199254740992.0);
 }
 
@@ -230,7 +220,7 @@ static void ac_texture_procedural(ac_texture *t, uint64_t *st, int size)
     double m = 0.0, m2 = 0.0;
     const int n = 512;
     memset(t, 0, sizeof *t);
-    t->hash = ac_next(st);
+    t->hash = clapp_splitmix64(st);
     for (int g = 0; g < AC_N_GRATINGS; g++) {
         double lambda = fmax(4.0, ac_unif(st, size / 10.0, size / 3.0));
         double th = ac_unif(st, 0, AC_PI);
@@ -521,10 +511,10 @@ static int ac_pick_split(uint64_t *st, int n, int k, int test)
 {
     int n_test = n / k > 0 ? n / k : 1, n_train = n - n_test, r;
     if (test) {
-        r = (int)(ac_next(st) % (uint64_t)n_test);
+        r = (int)(clapp_splitmix64(st) % (uint64_t)n_test);
         return n / k > 0 ? r * k + (k - 1) : n - 1;
     }
-    r = (int)(ac_next(st) % (uint64_t)n_train);
+    r = (int)(clapp_splitmix64(st) % (uint64_t)n_train);
     if (n / k == 0)
         return r; /* the last one is the test image */
     return r + r / (k - 1);  /* skip every k-th */
@@ -579,7 +569,7 @@ static void ac_clip_draw(const ac_world *w, ac_clip *c, const ac_class *cls, uin
             c->cx = S / 2 + ac_unif(st, -0.05, 0.05) * S;
             c->cy = S / 2 + ac_unif(st, -0.05, 0.05) * S;
             c->speed = ac_unif(st, 0.25, 0.5) * 2 * AC_PI; /* revolutions per second */
-            c->dir = ac_next(st) & 1 ? 1.0 : -1.0;
+            c->dir = clapp_splitmix64(st) & 1 ? 1.0 : -1.0;
         } else {
             double a = ac_unif(st, 0, 2 * AC_PI), v = ac_unif(st, 0.4, 0.8) * S;
             c->vx = v * cos(a);
@@ -862,7 +852,7 @@ static double ac_now(void)
 static int ac_make_clip(const ac_world *w, int cls, int test, int idx, const char *path, float *frames)
 {
     const int S = w->o->size, F = w->frames;
-    uint64_t st = ac_mix(w->o->seed ^ ac_mix(0x61637469ull + (uint64_t)test * 1000003ull +
+    uint64_t st = clapp_mix64(w->o->seed ^ clapp_mix64(0x61637469ull + (uint64_t)test * 1000003ull +
                                              (uint64_t)cls * 7919ull * 1000003ull) ^
                          ((uint64_t)idx * 0x9e3779b97f4a7c15ull));
     ac_clip c;

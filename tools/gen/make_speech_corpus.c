@@ -81,8 +81,9 @@
 #include <unistd.h>
 
 #include "clapp/plugin.h"
+#include "clapp/plugin_util.h"
 #include "espeak_cmu41.h"
-#include "manifest.h"
+#include "media/manifest.h"
 
 cst_voice *register_cmu_us_slt(const char *voxdir);
 cst_voice *register_cmu_us_rms(const char *voxdir);
@@ -228,17 +229,14 @@ typedef struct sc_utt {
 
 static uint64_t sc_mix(uint64_t z)
 {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return clapp_mix64(z + 0x9e3779b97f4a7c15ull);
 }
 
 /* Uniform in [0, 1) from a 64-bit state (advanced). */
 static double sc_unif(uint64_t *st)
 {
     *st = sc_mix(*st);
-    return (double)(*st >> 11) * (1.0 / 9007199254740992.0);
+    return (double)(*st >> 11) * 0x1.0p-53;
 }
 
 /* Log-uniform in [lo, hi]: rates and pitch factors are ratios. */

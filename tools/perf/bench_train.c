@@ -22,9 +22,10 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "graph.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "graph/graph.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
+#include "learning/loss_clapp.h"
 
 static double now(void)
 {
@@ -109,8 +110,8 @@ static double step_flops(const clapp_graph *g)
                 flops += one;
             if (learn && nd->prev_in_module >= 0)
                 flops += one;
-        } else if (nd->kind == CLAPP_KIND_LOSS && nd->loss_video) {
-            flops += clapp_loss_video_last_flops(nd->loss_video);
+        } else if (nd->kind == CLAPP_KIND_LOSS && clapp_loss_clapp_video(nd->loss_form, nd->loss_self)) {
+            flops += clapp_loss_video_last_flops(clapp_loss_clapp_video(nd->loss_form, nd->loss_self));
         } else if (nd->kind == CLAPP_KIND_LAYER && !strcmp(nd->desc->id, "gru_eprop")) {
             const clapp_stream_info *in = &g->nodes[nd->producer >= 0 ? nd->producer : 0].out_info;
             double h = (double)nd->out_info.shape[1], d = (double)in->shape[1], t = 0;
@@ -120,16 +121,18 @@ static double step_flops(const clapp_graph *g)
             flops += one;
             if (learn && nd->learn)
                 flops += 2.0 * one;                    /* gradient GEMMs and the trace (or BPTT) GEMMs */
-        } else if (nd->kind == CLAPP_KIND_LOSS && learn) {
+        } else if (nd->kind == CLAPP_KIND_LOSS && learn &&
+                   clapp_loss_clapp_params(nd->loss_form, nd->loss_self)) {
+            const clapp_loss_params *lp = clapp_loss_clapp_params(nd->loss_form, nd->loss_self);
             const clapp_node *cp = &g->nodes[nd->producer];
             const clapp_node *zp = nd->target >= 0 ? &g->nodes[nd->target] : cp;
-            double K = nd->loss_params.steps, N = nd->loss_params.negatives;
+            double K = lp->steps, N = lp->negatives;
             double dz = (double)zp->out_info.shape[1], dc = (double)cp->out_info.shape[1];
             double contexts = 0;
             for (int32_t b = 0; b < cp->out.lanes; b++) {
                 double len = cp->out.lane[b].len;
-                if (nd->loss_params.window > 0 && len > nd->loss_params.window)
-                    len = nd->loss_params.window;
+                if (lp->window > 0 && len > lp->window)
+                    len = lp->window;
                 contexts += len;
             }
             /* predictions, dW, dC: three GEMMs of K*dz x dc x contexts */
@@ -237,12 +240,12 @@ int main(int argc, char **argv)
     }
     if (clapp_registry_init_default(&reg, &host) < 0)
         return 1;
-    if (clapp_pipeline_parse_file(&pd, pipe, err, sizeof err) < 0)
+    if (clapp_pipedesc_parse_file(&pd, pipe, err, sizeof err) < 0)
         goto fail;
     for (int i = 0; i < n_sets; i++)
-        if (clapp_pipeline_set(&pd, sets[i], err, sizeof err) < 0)
+        if (clapp_pipedesc_set(&pd, sets[i], err, sizeof err) < 0)
             goto fail;
-    if (clapp_pipeline_resolve(&pd, &reg, err, sizeof err) < 0)
+    if (clapp_pipedesc_resolve(&pd, &reg, err, sizeof err) < 0)
         goto fail;
 
     memset(&src, 0, sizeof src);
@@ -338,7 +341,7 @@ fail:
     free(blk.lane);
     clapp_tensor_free(&blk.x);
     clapp_graph_destroy(&g);
-    clapp_pipeline_free(&pd);
+    clapp_pipedesc_free(&pd);
     clapp_registry_free(&reg);
     free(sets);
     return status;

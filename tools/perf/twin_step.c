@@ -9,7 +9,7 @@
  * X.npy: little-endian float32, C order, shape [B, T] or [B, 1, T] (mono
  * audio: B lanes of T samples, each lane one whole sequence, so layers pad
  * both ends). The source's lanes/block are replaced by B and T.
- * DIR receives pipeline.txt (clapp_pipeline_dump: every value explicit),
+ * DIR receives pipeline.txt (clapp_pipedesc_dump: every value explicit),
  * init.safetensors (checkpoint before the step; from --load if given),
  * grads.safetensors ("element.param" gradients of the step), after.safetensors
  * (checkpoint after the Adam step) and draws.json (per loss element: window,
@@ -32,10 +32,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "checkpoint.h"
-#include "graph.h"
-#include "pipeline.h"
-#include "registry.h"
+#include "storage/checkpoint.h"
+#include "graph/graph.h"
+#include "graph/pipeline.h"
+#include "graph/registry.h"
+#include "learning/loss_clapp.h"
 
 #define TS_ERR(...)                                                   \
     do {                                                              \
@@ -177,7 +178,8 @@ static int write_draws(const char *path, const clapp_graph *g)
     for (int i = 1; i < g->n; i++) {
         const clapp_node *nd = &g->nodes[i];
         clapp_loss_draws d;
-        if (nd->kind != CLAPP_KIND_LOSS || !nd->loss || clapp_loss_last_draws(nd->loss, &d) < 0)
+        clapp_loss *flat = clapp_loss_clapp_flat(nd->loss_form, nd->loss_self);
+        if (nd->kind != CLAPP_KIND_LOSS || !flat || clapp_loss_last_draws(flat, &d) < 0)
             continue;
         fprintf(f, "%s\n{\"name\":\"%s\",\"loss\":%.17g,\"pairs\":%lld,\"lanes\":%d,\"steps\":%d,"
                 "\"negatives\":%d,\"w0\":%d,\"contexts\":%lld,\"pos_active\":%.6f,\"neg_active\":%.6f,",
@@ -226,7 +228,7 @@ int main(int argc, char **argv)
     clapp_graph_params gp;
     clapp_stream_info src;
     clapp_block blk;
-    clapp_checkpoint_options co = {0, 1};
+    clapp_ckpt_options co = {0, 1};
     char err[4096] = "", path[2048];
     clapp_tensor *zeros = NULL, **real = NULL;
     char **names = NULL;
@@ -276,12 +278,12 @@ int main(int argc, char **argv)
     if (clapp_registry_init_default(&reg, &host) < 0)
         TS_ERR("tools/perf/twin_step.c: cannot initialise the element registry");
     reg_ok = 1;
-    if (clapp_pipeline_parse_file(&pd, pipe, err, sizeof err) < 0)
+    if (clapp_pipedesc_parse_file(&pd, pipe, err, sizeof err) < 0)
         goto fail;
     for (int i = 0; i < n_sets; i++)
-        if (clapp_pipeline_set(&pd, sets[i], err, sizeof err) < 0)
+        if (clapp_pipedesc_set(&pd, sets[i], err, sizeof err) < 0)
             goto fail;
-    if (clapp_pipeline_resolve(&pd, &reg, err, sizeof err) < 0)
+    if (clapp_pipedesc_resolve(&pd, &reg, err, sizeof err) < 0)
         goto fail;
 
     memset(&src, 0, sizeof src);
@@ -294,17 +296,17 @@ int main(int argc, char **argv)
     gp.seed = seed;
     if (clapp_graph_create(&g, &pd, &src, &gp, &host, err, sizeof err) < 0)
         goto fail;
-    if (load && clapp_checkpoint_load(&g, load, &co, err, sizeof err) < 0)
+    if (load && clapp_ckpt_load(&g, load, &co, err, sizeof err) < 0)
         goto fail;
 
     snprintf(path, sizeof path, "%s/pipeline.txt", outdir);
     if (!(f = fopen(path, "w")))
         TS_ERR("tools/perf/twin_step.c: cannot write %s", path);
-    clapp_pipeline_dump(&pd, f);
+    clapp_pipedesc_dump(&pd, f);
     if (fclose(f) != 0)
         TS_ERR("tools/perf/twin_step.c: cannot write %s", path);
     snprintf(path, sizeof path, "%s/init.safetensors", outdir);
-    if (clapp_checkpoint_save(&g, path, &co, err, sizeof err) < 0)
+    if (clapp_ckpt_save(&g, path, &co, err, sizeof err) < 0)
         goto fail;
 
     blk.x.ndim = 3;
@@ -350,7 +352,7 @@ int main(int argc, char **argv)
     clapp_optim_step(&g.optim);
 
     snprintf(path, sizeof path, "%s/after.safetensors", outdir);
-    if (clapp_checkpoint_save(&g, path, &co, err, sizeof err) < 0)
+    if (clapp_ckpt_save(&g, path, &co, err, sizeof err) < 0)
         goto fail;
     snprintf(path, sizeof path, "%s/draws.json", outdir);
     if (write_draws(path, &g) < 0)
@@ -371,7 +373,7 @@ fail:
     free(blk.lane);
     clapp_tensor_free(&blk.x);
     clapp_graph_destroy(&g);
-    clapp_pipeline_free(&pd);
+    clapp_pipedesc_free(&pd);
     if (reg_ok)
         clapp_registry_free(&reg);
     free(x);

@@ -1,0 +1,56 @@
+/* clapp core — the element registry: built-in elements (source, clapp loss)
+ * and the descriptors of every plugin .so found on the search path.
+ *
+ * Search order: each folder of $CLAPP_PLUGIN_PATH (':'-separated), then the
+ * build tree's plugin folder (CLAPP_BUILD_PLUGIN_DIR), then the installed one
+ * (CLAPP_INSTALL_PLUGIN_DIR). The first plugin with a given id wins; later
+ * ones are reported at debug level. A .so that cannot be loaded (missing
+ * entry symbol, ABI mismatch, bad struct sizes) is refused with a warning that
+ * names the file and the cause, and the rest still load.
+ */
+#ifndef CLAPP_CORE_REGISTRY_H
+#define CLAPP_CORE_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clapp/plugin.h"
+
+typedef struct clapp_registry_item {
+    const clapp_plugin_desc *desc;
+    char                    *file;    /* .so it came from, NULL for built-ins */
+} clapp_registry_item;
+
+typedef struct clapp_registry {
+    clapp_registry_item *items;
+    int32_t              n;
+    int32_t              cap;
+    void               **handles;     /* dlopen handles to close */
+    int32_t              n_handles;
+    int32_t              cap_handles;
+    const clapp_host    *host;
+} clapp_registry;
+
+/* Built-ins only. */
+int  clapp_registry_init(clapp_registry *r, const clapp_host *host);
+/* Add built-ins and every plugin on the search path. */
+int  clapp_registry_init_default(clapp_registry *r, const clapp_host *host);
+/* The same with one more folder searched right after $CLAPP_PLUGIN_PATH
+ * (the host API passes the plugin folder beside libclapp, so that an
+ * installed prefix finds its plugins wherever it was moved). */
+int  clapp_registry_init_search(clapp_registry *r, const clapp_host *host, const char *extra_dir);
+/* Add a descriptor (built-ins, tests). `file` may be NULL; it is copied. */
+int  clapp_registry_add(clapp_registry *r, const clapp_plugin_desc *desc, const char *file);
+/* Load one .so; returns 0, or CLAPP_E_ABI / CLAPP_E_NOTFOUND / CLAPP_E_IO
+ * with err naming the file and the cause. */
+int  clapp_registry_load_file(clapp_registry *r, const char *path, char *err, size_t errlen);
+/* Load every *.so of a folder (missing folder: nothing, no error). */
+int  clapp_registry_load_dir(clapp_registry *r, const char *dir);
+const clapp_plugin_desc *clapp_registry_find(const clapp_registry *r, const char *id);
+const clapp_registry_item *clapp_registry_find_item(const clapp_registry *r, const char *id);
+void clapp_registry_free(clapp_registry *r);
+
+/* Check a loaded entry struct against the host ABI (exposed for tests). */
+int  clapp_plugin_entry_check(const clapp_plugin_entry *e, const char *file, char *err, size_t errlen);
+
+#endif
