@@ -69,17 +69,19 @@ def main():
     random = {}   # (baseline name, eval, element) -> mean, sd over encoder seeds
     for name in sorted(set(base_of.values())):
         for ev in evals:
-            per, probe_sd = {}, {}
+            per, probe_sd, by_seed = {}, {}, {}
             for s in seeds:
                 r = load(os.path.join(ev_dir, "%s-s%s.%s.json" % (name, s, ev)))
                 if not r:
                     continue
                 for p in r["probes"].values():
                     per.setdefault(p["element"], []).append(p["accuracy"])
+                    by_seed.setdefault(p["element"], {})[s] = p["accuracy"]
                     probe_sd.setdefault(p["element"], []).append(p["sd"])
             for el, xs in per.items():
                 m, sd = mean_sd(xs)
-                random[(name, ev, el)] = {"mean": m, "sd": sd, "seeds": xs, "probe_sd": max(probe_sd[el])}
+                random[(name, ev, el)] = {"mean": m, "sd": sd, "seeds": xs, "probe_sd": max(probe_sd[el]),
+                                          "by_seed": by_seed[el]}
     for data in datas:
         for enc in encs:
             points = {}
@@ -92,20 +94,26 @@ def main():
                         if not r or k not in snaps:
                             continue
                         for name, p in r["probes"].items():
-                            pt = points.setdefault((ev, p["element"], k), {"acc": [], "min": [], "hours": [],
+                            pt = points.setdefault((ev, p["element"], k), {"acc": [], "min": [], "hours": [], "by_seed": {},
                                                                              "probe_sd": []})
                             pt["acc"].append(p["accuracy"])
+                            pt["by_seed"][s] = p["accuracy"]
                             pt["probe_sd"].append(p["sd"])
                             pt["min"].append(snaps[k][0])
                             pt["hours"].append(snaps[k][1])
             for (ev, el, k), pt in sorted(points.items()):
                 m, sd = mean_sd(pt["acc"])
                 base = random.get((base_of[enc], ev, el))
+                # the gain of each encoder seed over the random init it started from (same seed)
+                paired = [pt["by_seed"][s] - base["by_seed"][s] for s in seeds
+                          if base and s in pt["by_seed"] and s in base["by_seed"]]
+                gm, gsd = mean_sd(paired)
                 curves.append({"data": data, "encoder": enc, "element": el, "eval": ev, "snapshot": k,
                                "minutes": statistics.mean(pt["min"]), "hours": statistics.mean(pt["hours"]),
                                "accuracy": m, "sd": sd, "seeds": pt["acc"], "probe_sd": max(pt["probe_sd"]),
                                "random": base["mean"] if base else None,
-                               "gain": (m - base["mean"]) if base else None})
+                               "gain": (m - base["mean"]) if base else None,
+                               "paired_gain": gm, "paired_gain_sd": gsd, "paired_seeds": len(paired)})
     with open(os.path.join(a.work, "curves.json"), "w") as f:
         json.dump({"curves": curves,
                    "random": [dict(name=k[0], eval=k[1], element=k[2], **v) for k, v in random.items()],
@@ -115,10 +123,15 @@ def main():
         if c is None:
             return ""
         g = "" if c["gain"] is None else " (%+.1f)" % (100 * c["gain"])
+        if c["paired_seeds"] > 1:
+            g = " (%+.1f ± %.1f)" % (100 * c["paired_gain"], 100 * c["paired_gain_sd"])
+        if len(c["seeds"]) < 2:   # no spread to show: say how many seeds there are
+            return "%.1f (1 seed)%s" % (100 * c["accuracy"], g)
         return "%.1f ± %.1f%s" % (100 * c["accuracy"], 100 * c["sd"], g)
 
-    print("%s: accuracy %% (mean ± sd over %d encoder seeds; gain over the random-init encoder of the same "
-          "architecture), budget %g min" % (a.title, len(seeds), a.minutes))
+    print("%s: accuracy %% (mean ± sd over %d encoder seeds; in brackets the gain over the random-init encoder "
+          "of the same architecture: mean ± sd over seeds of each seed's gain over its own initialisation), "
+          "budget %g min" % (a.title, len(seeds), a.minutes))
     print()
     for which in ("last", "best"):
         print("%s snapshot%s:" % ("Last" if which == "last" else "Best",
@@ -130,7 +143,8 @@ def main():
             cells = []
             for ev in evals:
                 r = random.get((name, ev, el))
-                cells.append("%.1f ± %.1f" % (100 * r["mean"], 100 * r["sd"]) if r else "")
+                cells.append(("%.1f ± %.1f" % (100 * r["mean"], 100 * r["sd"]) if len(r["seeds"]) > 1 else
+                              "%.1f (1 seed)" % (100 * r["mean"])) if r else "")
             print("| — | %s (random init) | %s | %s |" % (name, el, " | ".join(cells)))
         for data in datas:
             for enc in encs:
