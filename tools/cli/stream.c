@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "clapp/clapp.h"
+#include "interrupt.h"
 
 typedef struct stream_run {
     clapp_pipeline *p;
@@ -193,7 +194,7 @@ static void emit_block_metrics(const stream_run *r, double secs)
 }
 
 /* The closing line: mean loss per element over the run, time share per element. */
-static void emit_summary(const stream_run *r, double secs)
+static void emit_summary(const stream_run *r, double secs, int sig)
 {
     clapp_run_info ri;
     clapp_element_stats es;
@@ -222,7 +223,10 @@ static void emit_summary(const stream_run *r, double secs)
         double sec = clapp_pipeline_element_stats(r->p, r->names[i], &es) == CLAPP_OK ? es.seconds : 0.0;
         fprintf(r->metrics, "%s\"%s\":%.4f", i > 1 ? "," : "", r->names[i], total > 0 ? sec / total : 0.0);
     }
-    fprintf(r->metrics, "}}\n");
+    fprintf(r->metrics, "}");
+    if (sig)
+        fprintf(r->metrics, ",\"interrupted\":\"%s\"", cli_signal_name(sig));
+    fprintf(r->metrics, "}\n");
     fflush(r->metrics);
 }
 
@@ -280,22 +284,31 @@ static int snapshot(stream_run *r, const cli_options *o, int k, double secs)
     return status;
 }
 
-/* Stream every block; metrics, checkpoints and snapshots when learning. */
+/* Stream every block; metrics, checkpoints and snapshots when learning.
+ * The loop stops early on SIGINT/SIGTERM (checked between blocks), a failed
+ * step or an exhausted budget; in every case the final checkpoint of the
+ * weights after the last completed block is written (an element that fails
+ * stops its block before the optimizer step, so the weights are those of
+ * the block before), the sinks finish (the features' .npy headers say what
+ * was written) and the metrics get their summary line. */
 static int stream_loop(stream_run *r, const cli_options *o, int learn)
 {
     struct timespec t0;
     clapp_run_info ri;
-    int rc, status = CLI_OK, next_snap = 1;
+    int rc = 0, status = CLI_OK, next_snap = 1, sig = 0, periodic_failed = 0, saved = 0;
     double secs;
 
+    cli_interrupt_install();
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    while ((rc = clapp_pipeline_step(r->p)) == 1) {
+    while (!(sig = cli_interrupted()) && (rc = clapp_pipeline_step(r->p)) == 1) {
         clapp_pipeline_run_info(r->p, &ri);
         if (r->metrics)
             emit_block_metrics(r, seconds_since(&t0));
+        /* A failed periodic save is reported and the run goes on: the final
+         * save tries again, and the exit status says it failed. */
         if (learn && o->checkpoint && o->checkpoint_every > 0 && ri.blocks % o->checkpoint_every == 0 &&
             save_to(r, o->checkpoint) != CLI_OK)
-            status = CLI_FAILED;
+            periodic_failed++;
         if (r->progress && ri.blocks % 4 == 0)
             show_progress(r, seconds_since(&t0));
         /* --budget-minutes: a wall-clock budget, snapshots at k/N of it */
@@ -307,21 +320,30 @@ static int stream_loop(stream_run *r, const cli_options *o, int learn)
                 break;
         }
     }
+    if (!sig)
+        sig = cli_interrupted();
     if (r->progress)
         fprintf(stderr, "\n");
-    if (rc < 0 && status == CLI_OK) {
+    if (rc < 0) {
+        /* Printed now: the save below replaces the handle's message. */
         fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(r->p));
         status = CLI_FAILED;
     }
-    if (learn && o->checkpoint && status == CLI_OK && save_to(r, o->checkpoint) != CLI_OK)
+    if (periodic_failed)
         status = CLI_FAILED;
+    if (learn && o->checkpoint) {
+        if (save_to(r, o->checkpoint) != CLI_OK)
+            status = CLI_FAILED;
+        else
+            saved = 1;
+    }
     if (clapp_pipeline_finish(r->p) < 0) {
         fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(r->p));
         status = CLI_FAILED;
     }
     secs = seconds_since(&t0);
     if (r->metrics)
-        emit_summary(r, secs);
+        emit_summary(r, secs, sig);
     clapp_pipeline_run_info(r->p, &ri);
     if (o->verbosity > 0)
         fprintf(stderr, "clapp: %d file(s) processed, %d failed; %lld blocks, %.1f s of media "
@@ -332,6 +354,14 @@ static int stream_loop(stream_run *r, const cli_options *o, int learn)
         fprintf(stderr, "clapp: error: %d of %d file(s) could not be read (see above)\n", ri.files_failed,
                 ri.files_done + ri.files_failed);
         status = CLI_FAILED;
+    }
+    if (sig) {
+        fprintf(stderr, "clapp: interrupted by %s: stopped after block %lld%s%s%s%s%s\n", cli_signal_name(sig),
+                (long long)ri.blocks, saved ? "; checkpoint saved to " : "", saved ? o->checkpoint : "",
+                r->metrics ? "; metrics summary written" : "",
+                r->metrics && r->metrics != stdout && o->metrics ? " to " : "",
+                r->metrics && r->metrics != stdout && o->metrics ? o->metrics : "");
+        status = cli_interrupt_status(sig);
     }
     return status;
 }
