@@ -3,6 +3,7 @@
  * metrics, checkpoints, snapshots and resume. */
 #include "stream.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,8 @@ typedef struct stream_run {
     double          rate;       /* the source's */
     int             warmup;     /* the lr ramp is on (metrics show lr_scale) */
     FILE           *metrics;    /* JSONL per block, or NULL */
+    const char     *metrics_name; /* its path, or "standard output" */
+    int             metrics_failed; /* a write to it failed (reported once) */
     int             progress;   /* human progress line on standard error */
 } stream_run;
 
@@ -29,6 +32,21 @@ static double seconds_since(const struct timespec *t0)
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+/* After each metrics line: flushed, or one error naming the file (the run
+ * then stops at the block boundary and exits 1). */
+static int metrics_check(stream_run *r)
+{
+    if (r->metrics_failed)
+        return -1;
+    if (fflush(r->metrics) != 0 || ferror(r->metrics)) {
+        fprintf(stderr, "clapp: error: %s: cannot write the metrics (%s); stopping the run\n", r->metrics_name,
+                strerror(errno));
+        r->metrics_failed = 1;
+        return -1;
+    }
+    return 0;
 }
 
 static int api_error(const stream_run *r, int rc)
@@ -190,7 +208,6 @@ static void emit_block_metrics(const stream_run *r, double secs)
         }
     }
     fprintf(r->metrics, "}\n");
-    fflush(r->metrics);
 }
 
 /* The closing line: mean loss per element over the run, time share per element. */
@@ -227,7 +244,6 @@ static void emit_summary(const stream_run *r, double secs, int sig)
     if (sig)
         fprintf(r->metrics, ",\"interrupted\":\"%s\"", cli_signal_name(sig));
     fprintf(r->metrics, "}\n");
-    fflush(r->metrics);
 }
 
 static void show_progress(const stream_run *r, double secs)
@@ -278,7 +294,8 @@ static int snapshot(stream_run *r, const cli_options *o, int k, double secs)
         fprintf(r->metrics, "{\"event\":\"snapshot\",\"k\":%d,\"of\":%d,\"blocks\":%lld,\"seconds\":%.3f,"
                 "\"media_seconds\":%.3f,\"path\":\"%s\"}\n", k, o->snapshots, (long long)ri.blocks, secs,
                 r->rate > 0 ? (double)ri.steps / r->rate : 0.0, path);
-        fflush(r->metrics);
+        if (metrics_check(r) < 0)
+            status = CLI_FAILED;
     }
     free(path);
     return status;
@@ -302,8 +319,11 @@ static int stream_loop(stream_run *r, const cli_options *o, int learn)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     while (!(sig = cli_interrupted()) && (rc = clapp_pipeline_step(r->p)) == 1) {
         clapp_pipeline_run_info(r->p, &ri);
-        if (r->metrics)
+        if (r->metrics) {
             emit_block_metrics(r, seconds_since(&t0));
+            if (metrics_check(r) < 0)
+                break;
+        }
         /* A failed periodic save is reported and the run goes on: the final
          * save tries again, and the exit status says it failed. */
         if (learn && o->checkpoint && o->checkpoint_every > 0 && ri.blocks % o->checkpoint_every == 0 &&
@@ -342,8 +362,20 @@ static int stream_loop(stream_run *r, const cli_options *o, int learn)
         status = CLI_FAILED;
     }
     secs = seconds_since(&t0);
-    if (r->metrics)
+    if (r->metrics && !r->metrics_failed) {
         emit_summary(r, secs, sig);
+        metrics_check(r);
+    }
+    if (r->metrics && r->metrics != stdout) {
+        int closed = fclose(r->metrics);
+        r->metrics = NULL;
+        if (closed != 0 && !r->metrics_failed) {
+            fprintf(stderr, "clapp: error: %s: cannot write the metrics (%s)\n", r->metrics_name, strerror(errno));
+            r->metrics_failed = 1;
+        }
+    }
+    if (r->metrics_failed)
+        status = CLI_FAILED;
     clapp_pipeline_run_info(r->p, &ri);
     if (o->verbosity > 0)
         fprintf(stderr, "clapp: %d file(s) processed, %d failed; %lld blocks, %.1f s of media "
@@ -356,11 +388,10 @@ static int stream_loop(stream_run *r, const cli_options *o, int learn)
         status = CLI_FAILED;
     }
     if (sig) {
-        fprintf(stderr, "clapp: interrupted by %s: stopped after block %lld%s%s%s%s%s\n", cli_signal_name(sig),
+        fprintf(stderr, "clapp: interrupted by %s: stopped after block %lld%s%s%s%s\n", cli_signal_name(sig),
                 (long long)ri.blocks, saved ? "; checkpoint saved to " : "", saved ? o->checkpoint : "",
-                r->metrics ? "; metrics summary written" : "",
-                r->metrics && r->metrics != stdout && o->metrics ? " to " : "",
-                r->metrics && r->metrics != stdout && o->metrics ? o->metrics : "");
+                r->metrics_name && !r->metrics_failed ? "; metrics summary written to " : "",
+                r->metrics_name && !r->metrics_failed ? r->metrics_name : "");
         status = cli_interrupt_status(sig);
     }
     return status;
@@ -376,10 +407,12 @@ int cli_stream(const cli_options *o, int learn)
     status = stream_create(&r, o, learn);
     if (status == CLI_OK && o->dump_graph) {
         char *text = NULL;
-        if (clapp_pipeline_text(r.p, &text) == CLAPP_OK)
-            fputs(text, stdout);
-        else
+        if (clapp_pipeline_text(r.p, &text) != CLAPP_OK) {
             status = CLI_FAILED;
+        } else if (fputs(text, stdout) < 0 || fflush(stdout) != 0 || ferror(stdout)) {
+            fprintf(stderr, "clapp: error: standard output: cannot write the pipeline (%s)\n", strerror(errno));
+            status = CLI_FAILED;
+        }
         clapp_free(text);
         goto done;
     }
@@ -399,10 +432,13 @@ int cli_stream(const cli_options *o, int learn)
     if (learn) {
         if (!o->metrics || !strcmp(o->metrics, "-")) {
             r.metrics = stdout;
+            r.metrics_name = "standard output";
         } else if (!(r.metrics = fopen(o->metrics, "w"))) {
             perror(o->metrics);
             status = CLI_USAGE;
             goto done;
+        } else {
+            r.metrics_name = o->metrics;
         }
         r.progress = isatty(STDERR_FILENO) && o->verbosity > 0;
     }
