@@ -3,6 +3,8 @@
  * message naming the file and the cause, leaving the graph untouched. */
 #define _GNU_SOURCE
 #include <signal.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,6 +287,40 @@ static void test_crafted_refused(void **state)
     free(dir);
 }
 
+/* A temporary file left by a save that was killed (kill -9, a second
+ * Ctrl-C) is removed by the next save; one whose writer still holds its
+ * lock, and other files, are not. */
+static void test_stale_temps_removed(void **state)
+{
+    env a;
+    char err[1024] = "";
+    char *dir = tu_tmpdir("ckpt"), *path = tu_path(dir, "c.safetensors");
+    char *stale = tu_path(dir, "c.safetensors.tmp.AAAAAA"), *busy = tu_path(dir, "c.safetensors.tmp.BBBBBB");
+    char *other = tu_path(dir, "d.safetensors.tmp.CCCCCC");
+    clapp_ckpt_options co = {0, 1};
+    int fd;
+    (void)state;
+    assert_int_equal(tu_write_text(stale, "half a checkpoint"), 0);
+    assert_int_equal(tu_write_text(busy, "being written"), 0);
+    assert_int_equal(tu_write_text(other, "another file's"), 0);
+    fd = open(busy, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX), 0);
+    assert_int_equal(env_open(&a, "source ! fixture_scale name=s", 3, err, sizeof err), 0);
+    assert_int_equal(clapp_ckpt_save(&a.g, path, &co, err, sizeof err), 0);
+    assert_int_equal(access(stale, F_OK), -1);
+    assert_int_equal(access(busy, F_OK), 0);
+    assert_int_equal(access(other, F_OK), 0);
+    close(fd);
+    env_close(&a);
+    tu_rmtree(dir);
+    free(stale);
+    free(busy);
+    free(other);
+    free(path);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -292,6 +328,7 @@ int main(void)
         cmocka_unit_test(test_bad_files_refused),
         cmocka_unit_test(test_kill_during_write),
         cmocka_unit_test(test_crafted_refused),
+        cmocka_unit_test(test_stale_temps_removed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

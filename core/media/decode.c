@@ -76,6 +76,7 @@ struct clapp_decoder {
     AVFrame            *held[2];    /* buffered frames, held[0] is the current one */
     int64_t             held_pts[2];
     int                 n_held;
+    int64_t             repeats;    /* output frames made of held[0] so far */
     int64_t             next_pts;   /* pts of the next output frame, or AV_NOPTS_VALUE */
     int64_t             cli_pts, cli_next_pts; /* ffmpeg's ist->pts/next_pts, AV_TIME_BASE */
     int64_t             eof_pts;    /* end of stream in the output time base */
@@ -725,6 +726,7 @@ static void video_shift(clapp_decoder *dec)
     dec->held[1] = t;
     dec->held_pts[0] = dec->held_pts[1];
     dec->n_held--;
+    dec->repeats = 0;
     dec->pic_valid = 0;
 }
 
@@ -808,6 +810,9 @@ static int video_emit(clapp_decoder *dec, float *dst)
     return 0;
 }
 
+/* The longest one input frame may last in the output, in seconds. */
+#define VIDEO_MAX_FRAME_SECONDS 600
+
 /* One output frame by the fps filter's rule. Returns 1, 0 at the end, or a CLAPP_E_*. */
 static int video_step(clapp_decoder *dec, float *dst)
 {
@@ -833,9 +838,18 @@ static int video_step(clapp_decoder *dec, float *dst)
             video_shift(dec);
             continue;
         }
+        /* Bounded output: one input frame fills at most VIDEO_MAX_FRAME_SECONDS
+         * of output (a stream header claiming 2/214748365 fps would
+         * otherwise repeat each frame for years). */
+        if (dec->repeats >= (int64_t)(dec->p.fps * VIDEO_MAX_FRAME_SECONDS) + 1)
+            return dec_fail(dec, CLAPP_E_FORMAT, "a frame at %.3f s of output would last more than %d s "
+                            "(implausible frame rate %d/%d or timestamps in the file)",
+                            (double)dec->next_pts / dec->p.fps, VIDEO_MAX_FRAME_SECONDS, dec->st->avg_frame_rate.num,
+                            dec->st->avg_frame_rate.den);
         ret = video_emit(dec, dst);
         if (ret < 0)
             return ret;
+        dec->repeats++;
         dec->next_pts++;
         return 1;
     }

@@ -3,6 +3,7 @@
 #include "storage/checkpoint.h"
 
 #include <cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <math.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -303,6 +305,46 @@ static int write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
+/* Remove the temporary files of earlier saves to `path` that were killed
+ * mid-write (PATH.tmp.XXXXXX). A save in progress holds an exclusive flock
+ * on its temporary file, so only those whose writer is gone are removed. */
+static void remove_stale_temps(const char *path)
+{
+    char *dircopy = strdup(path), *basecopy = strdup(path), *dir, *base, *full = NULL;
+    size_t bl;
+    DIR *d = NULL;
+    struct dirent *de;
+    if (!dircopy || !basecopy)
+        goto done;
+    dir = dirname(dircopy);
+    base = basename(basecopy);
+    bl = strlen(base);
+    if (!(d = opendir(dir)))
+        goto done;
+    while ((de = readdir(d))) {
+        int fd;
+        if (strncmp(de->d_name, base, bl) != 0 || strncmp(de->d_name + bl, ".tmp.", 5) != 0 ||
+            strlen(de->d_name + bl + 5) != 6)
+            continue;
+        free(full);
+        if (asprintf(&full, "%s/%s", dir, de->d_name) < 0) {
+            full = NULL;
+            break;
+        }
+        if ((fd = open(full, O_RDONLY | O_NOFOLLOW)) < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            unlink(full);
+        close(fd);
+    }
+done:
+    if (d)
+        closedir(d);
+    free(full);
+    free(dircopy);
+    free(basecopy);
+}
+
 int clapp_ckpt_save(const clapp_graph *g, const char *path,
                           const clapp_ckpt_options *opt, char *err, size_t errlen)
 {
@@ -381,10 +423,14 @@ int clapp_ckpt_save(const clapp_graph *g, const char *path,
         rc = CLAPP_E_NOMEM;
         goto done;
     }
+    remove_stale_temps(path);
     fd = mkstemp(tmp);
-    /* mkstemp makes the file private; a checkpoint is an ordinary output file. */
-    if (fd >= 0)
+    /* mkstemp makes the file private; a checkpoint is an ordinary output file.
+     * The lock tells later saves that this temporary file is being written. */
+    if (fd >= 0) {
         fchmod(fd, 0644);
+        flock(fd, LOCK_EX | LOCK_NB);
+    }
     if (fd < 0) {
         snprintf(err, errlen, "%s: cannot create a temporary file next to it (%s)", path, strerror(errno));
         rc = CLAPP_E_IO;
