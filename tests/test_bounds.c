@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -31,12 +32,13 @@ static char *slurp(const char *path)
     return buf;
 }
 
-/* Run `clapp ARGS` in dir with a 10 s CPU limit (unbounded reading would
- * hit it); expect exit status want and stderr containing needle. */
+/* Run `clapp ARGS` in dir with a 10 s CPU and 30 s wall-clock limit
+ * (unbounded reading or waiting would hit one); expect exit status want and
+ * stderr containing needle. */
 static void expect(const char *dir, int want, const char *needle, const char *args)
 {
     char *errp = tu_path(dir, "err.txt"), *err;
-    int rc = tu_run("cd '%s' && (ulimit -t 10; %s %s) 2> err.txt; test $? -eq %d", dir, CLAPP_BIN, args, want);
+    int rc = tu_run("cd '%s' && (ulimit -t 10; timeout 30 %s %s) 2> err.txt; test $? -eq %d", dir, CLAPP_BIN, args, want);
     err = slurp(errp);
     if (rc != 0 || !strstr(err, needle))
         fail_msg("clapp %s: expected exit %d and '%s'; stderr:\n%s", args, want, needle, err);
@@ -86,11 +88,35 @@ static void test_absurd_frame_rate(void **state)
     free(dir);
 }
 
+/* A FIFO with no writer, or one whose writer stalls, fails the file after
+ * io_timeout instead of blocking forever; a FIFO whose writer sends a whole
+ * file is read as before. */
+static void test_fifo_timeout(void **state)
+{
+    char *dir = tu_tmpdir("bounds"), *npy = tu_path(dir, "out/f.npy");
+    (void)state;
+    assert_int_equal(tu_run("cd '%s' && mkfifo f.fifo && printf 'f.fifo\n' > m.tsv && "
+                            "printf 'source rate=16000 block=1024 lanes=1 io_timeout=1 ! features name=feat out=out/\n'"
+                            " > p.pipe && ffmpeg -nostdin -v error -y -f lavfi -i 'sine=duration=1' -ar 16000 a.wav",
+                            dir), 0);
+    expect(dir, 1, "f.fifo: no data within 1 s (source io_timeout)", "run p.pipe --data m.tsv");
+    assert_int_equal(tu_run("cd '%s' && ( (printf 'RIFF'; sleep 4) > f.fifo & )", dir), 0);
+    expect(dir, 1, "f.fifo: no data within 1 s (source io_timeout)", "run p.pipe --data m.tsv");
+    assert_int_equal(tu_run("sleep 4"), 0);
+    assert_int_equal(tu_run("cd '%s' && ( cat a.wav > f.fifo & )", dir), 0);
+    expect(dir, 0, "", "run p.pipe --data m.tsv");
+    assert_int_equal(access(npy, F_OK), 0);
+    tu_rmtree(dir);
+    free(npy);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_text_without_newline),
         cmocka_unit_test(test_absurd_frame_rate),
+        cmocka_unit_test(test_fifo_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

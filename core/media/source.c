@@ -647,6 +647,7 @@ int clapp_source_create(clapp_source **out, const clapp_source_params *p,
     if (!src)
         return CLAPP_E_NOMEM;
     src->p = *p;
+    src->p.decode.stop = &src->stop;   /* a destroy ends blocking opens and reads */
     src->m = m;
     src->labels = labels;
     src->host = host;
@@ -920,6 +921,7 @@ void clapp_source_params_from_values(clapp_source_params *sp, const clapp_param_
     sp->decode.height = (int)src_value(v, n, "height")->i;
     sp->decode.fps = src_value(v, n, "fps")->f;
     sp->decode.channels = src_value(v, n, "color")->i ? 3 : 1;
+    sp->decode.io_timeout = src_value(v, n, "io_timeout")->f;
     sp->lanes = (int32_t)src_value(v, n, "lanes")->i;
     sp->block = src_value(v, n, "block")->i;
     sp->queue = (int32_t)src_value(v, n, "queue")->i;
