@@ -111,6 +111,9 @@ static void report_bad(clapp_source *src, int32_t entry, const char *why)
 {
     const char *path = src->m->entries[entry].path;
     size_t pl = strlen(path);
+    /* A read cut off because the source is being stopped is no bad file. */
+    if (atomic_load(&src->stop))
+        return;
     if (strncmp(why, path, pl) == 0 && why[pl] == ':')
         clapp_host_log(src->host, CLAPP_LOG_ERROR, WHO, "%s", why);
     else
