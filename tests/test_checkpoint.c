@@ -3,6 +3,8 @@
  * message naming the file and the cause, leaving the graph untouched. */
 #define _GNU_SOURCE
 #include <signal.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,12 +187,148 @@ static void test_kill_during_write(void **state)
     free(dir);
 }
 
+/* dst: src with its header rewritten by the Python statement `edit` (on
+ * the dict h) and its data section by `data_edit` (on the bytearray d). */
+static void craft(const char *src, const char *dst, const char *edit, const char *data_edit)
+{
+    char *script = NULL;
+    assert_true(asprintf(&script,
+                         "import json,struct,sys\n"
+                         "b=open(sys.argv[1],'rb').read(); n=struct.unpack('<Q',b[:8])[0]\n"
+                         "h=json.loads(b[8:8+n]); d=bytearray(b[8+n:])\n"
+                         "%s\n%s\n"
+                         "t=json.dumps(h,separators=(',',':')).encode(); t+=b' '*((-len(t))%%8)\n"
+                         "open(sys.argv[2],'wb').write(struct.pack('<Q',len(t))+t+bytes(d))\n",
+                         edit, data_edit) > 0);
+    {
+        char *py = NULL;
+        FILE *f;
+        assert_true(asprintf(&py, "%s.py", dst) > 0);
+        f = fopen(py, "w");
+        assert_non_null(f);
+        fputs(script, f);
+        fclose(f);
+        assert_int_equal(tu_run("python3 '%s' '%s' '%s'", py, src, dst), 0);
+        unlink(py);
+        free(py);
+    }
+    free(script);
+}
+
+/* Crafted metadata and data: refused with the file and the key named, the
+ * pipeline's tensors untouched. */
+static void test_crafted_refused(void **state)
+{
+    env a;
+    char err[1024] = "";
+    char *dir = tu_tmpdir("ckpt"), *path = tu_path(dir, "c.safetensors"), *p = tu_path(dir, "x.safetensors");
+    const char *one = "source ! fixture_scale name=s", *two = "source ! fixture_scale name=s ! fixture_scale name=t";
+    clapp_ckpt_options co = {1, 1};
+    (void)state;
+    assert_int_equal(env_open(&a, "source ! fixture_scale name=s init=3 ! fixture_scale name=t", 6, err, sizeof err), 0);
+    assert_int_equal(clapp_ckpt_save(&a.g, path, &co, err, sizeof err), 0);
+    env_close(&a);
+
+    craft(path, p, "h['__metadata__']['blocks']='9223372036854775807'", "");
+    expect_refused(p, two, 6, "metadata 'blocks' is '9223372036854775807'");
+    craft(path, p, "h['__metadata__']['blocks']='abc'", "");
+    expect_refused(p, two, 6, "metadata 'blocks' is 'abc'");
+    craft(path, p, "h['__metadata__']['optim_step']='-5'", "");
+    expect_refused(p, two, 6, "metadata 'optim_step' is '-5'");
+    craft(path, p, "h['__metadata__']['blocks']=''", "");
+    expect_refused(p, two, 6, "metadata 'blocks'");
+    craft(path, p, "h['s.gain']['data_offsets']=[0.5,24.5]", "");
+    expect_refused(p, two, 6, "tensor s.gain: data_offsets are not whole numbers");
+    craft(path, p, "h['s.gain']['data_offsets']=[1e30,1e30]", "");
+    expect_refused(p, two, 6, "tensor s.gain: data_offsets are not whole numbers");
+    craft(path, p, "h['s.gain']['data_offsets']=[4096,4120]", "");
+    expect_refused(p, two, 6, "tensor s.gain: data [4096, 4120) does not fit the file");
+    craft(path, p, "h['s.gain']['data_offsets']=[-24,0]", "");
+    expect_refused(p, two, 6, "data_offsets");
+    craft(path, p, "h['t.gain']['data_offsets']=h['s.gain']['data_offsets']; del h['__metadata__']['checksums']", "");
+    expect_refused(p, two, 6, "overlap");
+    /* Non-finite weights (in a file without checksums, which would catch the change first). */
+    craft(path, p, "del h['__metadata__']['checksums']",
+          "o=h['s.gain']['data_offsets'][0]+8; d[o:o+4]=struct.pack('<f',float('nan'))");
+    expect_refused(p, one, 6, "tensor s.gain: value 2 is NaN");
+    craft(path, p, "del h['__metadata__']['checksums']",
+          "o=h['s.gain']['data_offsets'][0]; d[o:o+4]=struct.pack('<f',float('-inf'))");
+    expect_refused(p, one, 6, "tensor s.gain: value 0 is infinite");
+    /* One bit flipped in the data: the checksum catches it. */
+    craft(path, p, "", "o=h['t.gain']['data_offsets'][0]+5; d[o]^=0x10");
+    expect_refused(p, two, 6, "tensor t.gain: checksum mismatch");
+    craft(path, p, "h['__metadata__']['checksums']='[1'", "");
+    expect_refused(p, two, 6, "'checksums' is not a JSON object");
+    /* An element version of another major, as plugins are checked. */
+    craft(path, p, "e=json.loads(h['__metadata__']['elements']); e['s']['version']='99.0.0'; "
+          "h['__metadata__']['elements']=json.dumps(e)", "");
+    expect_refused(p, two, 6, "version 99.0.0 in the checkpoint but 0.1.0 here");
+    /* A checkpoint from before checksums (and a newer minor) still loads. */
+    craft(path, p, "del h['__metadata__']['checksums']; e=json.loads(h['__metadata__']['elements']); "
+          "e['s']['version']='0.7.1'; h['__metadata__']['elements']=json.dumps(e)", "");
+    {
+        env b;
+        assert_int_equal(env_open(&b, two, 6, err, sizeof err), 0);
+        if (clapp_ckpt_load(&b.g, p, &co, err, sizeof err) != 0)
+            fail_msg("%s", err);
+        assert_true(gain(&b, 1)[0] == 3.0f);
+        env_close(&b);
+    }
+    /* The untouched file still loads. */
+    {
+        env b;
+        assert_int_equal(env_open(&b, two, 6, err, sizeof err), 0);
+        assert_int_equal(clapp_ckpt_load(&b.g, path, &co, err, sizeof err), 0);
+        env_close(&b);
+    }
+    tu_rmtree(dir);
+    free(p);
+    free(path);
+    free(dir);
+}
+
+/* A temporary file left by a save that was killed (kill -9, a second
+ * Ctrl-C) is removed by the next save; one whose writer still holds its
+ * lock, and other files, are not. */
+static void test_stale_temps_removed(void **state)
+{
+    env a;
+    char err[1024] = "";
+    char *dir = tu_tmpdir("ckpt"), *path = tu_path(dir, "c.safetensors");
+    char *stale = tu_path(dir, "c.safetensors.tmp.AAAAAA"), *busy = tu_path(dir, "c.safetensors.tmp.BBBBBB");
+    char *other = tu_path(dir, "d.safetensors.tmp.CCCCCC");
+    clapp_ckpt_options co = {0, 1};
+    int fd;
+    (void)state;
+    assert_int_equal(tu_write_text(stale, "half a checkpoint"), 0);
+    assert_int_equal(tu_write_text(busy, "being written"), 0);
+    assert_int_equal(tu_write_text(other, "another file's"), 0);
+    fd = open(busy, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(flock(fd, LOCK_EX), 0);
+    assert_int_equal(env_open(&a, "source ! fixture_scale name=s", 3, err, sizeof err), 0);
+    assert_int_equal(clapp_ckpt_save(&a.g, path, &co, err, sizeof err), 0);
+    assert_int_equal(access(stale, F_OK), -1);
+    assert_int_equal(access(busy, F_OK), 0);
+    assert_int_equal(access(other, F_OK), 0);
+    close(fd);
+    env_close(&a);
+    tu_rmtree(dir);
+    free(stale);
+    free(busy);
+    free(other);
+    free(path);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_bad_files_refused),
         cmocka_unit_test(test_kill_during_write),
+        cmocka_unit_test(test_crafted_refused),
+        cmocka_unit_test(test_stale_temps_removed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

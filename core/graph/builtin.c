@@ -18,6 +18,9 @@ static const clapp_param_desc source_params[] = {
     {"fps", CLAPP_PARAM_FLOAT, "10", 0.01, 1000, NULL, "video frame rate after conversion"},
     {"color", CLAPP_PARAM_ENUM, "gray", 0, 0, "gray|rgb", "video channels"},
     {"backend", CLAPP_PARAM_ENUM, "auto", 0, 0, "auto|ffmpeg|sndfile", "audio decoder"},
+    {"io_timeout", CLAPP_PARAM_FLOAT, "0", 0, 1e6, NULL,
+     "seconds an input (FIFO, network stream) may keep the decoder waiting for data before the "
+     "file fails (0: no limit; a stop always ends the wait)"},
     {"shuffle", CLAPP_PARAM_BOOL, "false", 0, 1, NULL, "shuffle the manifest order every epoch"},
     {"gain", CLAPP_PARAM_FLOAT, "1", -1e12, 1e12, NULL,
      "input normalisation: every value becomes gain * value + offset"},

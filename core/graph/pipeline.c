@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The largest pipeline file read (a pipeline is a few hundred bytes). */
+#define CLAPP_PIPE_FILE_MAX ((size_t)1 << 20)
+
 
 static int is_ident_start(int c)
 {
@@ -565,7 +568,18 @@ int clapp_pipedesc_parse_file(clapp_pipeline_desc *pd, const char *path, char *e
             cap = cap ? cap * 2 : 8192;
         }
         got = fread(buf + n, 1, cap - n - 1, f);
+        /* Bounded: /dev/zero or a stray binary is refused at once. */
+        if (memchr(buf + n, 0, got)) {
+            clapp_set_err(err, errlen, "%s: not a text file (contains a NUL byte)", path);
+            rc = CLAPP_E_FORMAT;
+            goto fail;
+        }
         n += got;
+        if (n > CLAPP_PIPE_FILE_MAX) {
+            clapp_set_err(err, errlen, "%s: larger than 1 MiB (not a pipeline file?)", path);
+            rc = CLAPP_E_FORMAT;
+            goto fail;
+        }
         if (got == 0)
             break;
     }

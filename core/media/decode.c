@@ -20,6 +20,8 @@
 #include "media/decode.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,6 +37,7 @@
 #include <libavutil/avstring.h>
 #include <libavutil/mathematics.h>
 #include <libavutil/opt.h>
+#include <libavutil/time.h>
 #include <libswresample/swresample.h>
 #include <libswscale/swscale.h>
 #include <sndfile.h>
@@ -76,6 +79,7 @@ struct clapp_decoder {
     AVFrame            *held[2];    /* buffered frames, held[0] is the current one */
     int64_t             held_pts[2];
     int                 n_held;
+    int64_t             repeats;    /* output frames made of held[0] so far */
     int64_t             next_pts;   /* pts of the next output frame, or AV_NOPTS_VALUE */
     int64_t             cli_pts, cli_next_pts; /* ffmpeg's ist->pts/next_pts, AV_TIME_BASE */
     int64_t             eof_pts;    /* end of stream in the output time base */
@@ -85,6 +89,15 @@ struct clapp_decoder {
     uint8_t            *pic[4];     /* scaled picture (GRAY8 or GBRP) */
     int                 pic_ls[4];
     int                 pic_valid;  /* pic holds held[0] scaled */
+
+    /* blocking I/O: FIFOs read through our own AVIOContext; the interrupt
+     * callback (FIFOs and network protocols) gives up at the deadline or
+     * when p.stop is set */
+    int                 fifo_fd;    /* -1 if the input is not a FIFO */
+    int                 fifo_data;  /* a writer has sent data */
+    AVIOContext        *fifo_io;
+    int64_t             io_deadline; /* av_gettime_relative() limit of the current wait; 0: none */
+    int                 io_interrupted; /* 1: timeout, 2: stop */
 
     /* counters and sticky state */
     int64_t             n_out;      /* output frames produced (samples or pictures) */
@@ -157,6 +170,78 @@ static int check_path(clapp_decoder *dec, const char *url)
     return 0;
 }
 
+/* FFmpeg's interrupt callback: 1 ends the blocking call. */
+static int io_interrupt(void *opaque)
+{
+    clapp_decoder *dec = opaque;
+    if (dec->p.stop && atomic_load(dec->p.stop))
+        dec->io_interrupted = 2;
+    else if (dec->io_deadline > 0 && av_gettime_relative() > dec->io_deadline)
+        dec->io_interrupted = 1;
+    return dec->io_interrupted != 0;
+}
+
+/* A blocking step starts: the io_timeout counts from now. */
+static void io_arm(clapp_decoder *dec)
+{
+    dec->io_deadline = dec->p.io_timeout > 0 ? av_gettime_relative() + (int64_t)(dec->p.io_timeout * 1e6) : 0;
+}
+
+/* Why a blocking call was interrupted, for the error message. */
+static int io_fail(clapp_decoder *dec)
+{
+    if (dec->io_interrupted == 2)
+        return dec_fail(dec, CLAPP_E_IO, "stopped while waiting for data");
+    return dec_fail(dec, CLAPP_E_IO, "no data within %g s (source io_timeout)", dec->p.io_timeout);
+}
+
+/* Read callback of a FIFO, opened O_NONBLOCK so that neither a missing
+ * writer nor a stalled one blocks past the deadline or a stop. */
+static int fifo_read(void *opaque, uint8_t *buf, int size)
+{
+    clapp_decoder *dec = opaque;
+    for (;;) {
+        struct pollfd pfd = {dec->fifo_fd, POLLIN, 0};
+        ssize_t r = read(dec->fifo_fd, buf, (size_t)size);
+        if (r > 0) {
+            dec->fifo_data = 1;
+            io_arm(dec);
+            return (int)r;
+        }
+        if (r < 0 && errno != EAGAIN && errno != EINTR)
+            return AVERROR(errno);
+        /* 0 bytes: end of data once a writer has come and gone (POLLHUP);
+         * before any writer, wait as for data. */
+        if (r == 0 && poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLHUP))
+            return AVERROR_EOF;
+        if (io_interrupt(dec))
+            return AVERROR_EXIT;
+        poll(&pfd, 1, 50);
+        if (r == 0 && (pfd.revents & POLLHUP) && !(pfd.revents & POLLIN))
+            return AVERROR_EOF;
+    }
+}
+
+/* Plain paths that are FIFOs get our own reader (see fifo_read). */
+static int open_fifo(clapp_decoder *dec, const char *url)
+{
+    struct stat sb;
+    uint8_t *buf;
+    dec->fifo_fd = -1;
+    if (strcmp(url, "-") == 0 || is_url(url) || stat(url, &sb) != 0 || !S_ISFIFO(sb.st_mode))
+        return 0;
+    if ((dec->fifo_fd = open(url, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0)
+        return dec_fail(dec, CLAPP_E_IO, "cannot open (%s)", strerror(errno));
+    if (!(buf = av_malloc(1 << 16)) ||
+        !(dec->fifo_io = avio_alloc_context(buf, 1 << 16, 0, dec, fifo_read, NULL, NULL))) {
+        av_free(buf);
+        return dec_fail(dec, CLAPP_E_NOMEM, "out of memory");
+    }
+    dec->fmt->pb = dec->fifo_io;
+    dec->fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
+    return 0;
+}
+
 static int open_ffmpeg(clapp_decoder *dec, const char *url)
 {
     enum AVMediaType type = dec->p.kind == CLAPP_MEDIA_VIDEO ? AVMEDIA_TYPE_VIDEO : AVMEDIA_TYPE_AUDIO;
@@ -187,7 +272,16 @@ static int open_ffmpeg(clapp_decoder *dec, const char *url)
         goto fail;
     }
     dec->fmt->max_index_size = 1 << 14;
+    dec->fmt->interrupt_callback.callback = io_interrupt;
+    dec->fmt->interrupt_callback.opaque = dec;
+    if ((ret = open_fifo(dec, url)) < 0)
+        goto fail;
+    io_arm(dec);
     ret = avformat_open_input(&dec->fmt, ffurl, NULL, NULL);
+    if (ret < 0 && dec->io_interrupted) {
+        ret = io_fail(dec);
+        goto fail;
+    }
     if (ret < 0) {
         if (ret == AVERROR(ENOENT))
             ret = dec_fail(dec, CLAPP_E_NOTFOUND, "no such file");
@@ -202,7 +296,12 @@ static int open_ffmpeg(clapp_decoder *dec, const char *url)
         ret = dec_fail(dec, CLAPP_E_FORMAT, "not a media file (text)");
         goto fail;
     }
+    io_arm(dec);
     ret = avformat_find_stream_info(dec->fmt, NULL);
+    if (ret < 0 && dec->io_interrupted) {
+        ret = io_fail(dec);
+        goto fail;
+    }
     if (ret < 0) {
         ret = dec_fail(dec, CLAPP_E_FORMAT, "not a media file (%s)", av_errstr(ret, eb, sizeof(eb)));
         goto fail;
@@ -301,6 +400,13 @@ static void close_backends(clapp_decoder *dec)
 {
     avcodec_free_context(&dec->cc);
     avformat_close_input(&dec->fmt);
+    if (dec->fifo_io) {
+        av_freep(&dec->fifo_io->buffer);
+        avio_context_free(&dec->fifo_io);
+    }
+    if (dec->fifo_fd >= 0)
+        close(dec->fifo_fd);
+    dec->fifo_fd = -1;
     dec->st = NULL;
     if (dec->sf)
         sf_close(dec->sf);
@@ -374,6 +480,7 @@ int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_
     dec->next_pts = AV_NOPTS_VALUE;
     dec->cli_pts = dec->cli_next_pts = AV_NOPTS_VALUE;
     dec->swr_fmt = -1;
+    dec->fifo_fd = -1;
 
     ret = check_path(dec, url);
     if (ret < 0)
@@ -386,7 +493,7 @@ int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_
         /* AUTO: libsndfile gets a chance at audio FFmpeg could not read
          * (not for standard input, whose bytes FFmpeg has consumed). */
         if (ret == CLAPP_E_FORMAT && p->backend == CLAPP_DECODE_AUTO && p->kind == CLAPP_MEDIA_AUDIO &&
-            strcmp(url, "-") != 0 && !is_url(url)) {
+            strcmp(url, "-") != 0 && !is_url(url) && dec->fifo_fd < 0) {
             int  code = dec->err_code;
             char msg[sizeof(dec->err_msg)];
             memcpy(msg, dec->err_msg, sizeof(msg));
@@ -456,7 +563,10 @@ static int ffmpeg_next_frame(clapp_decoder *dec)
             dec->decoder_eof = 1;
             return 0;
         }
+        io_arm(dec);
         ret = av_read_frame(dec->fmt, dec->pkt);
+        if (ret < 0 && dec->io_interrupted)
+            return io_fail(dec);
         if (ret < 0) {
             /* End of input, or a read failure after which nothing more can
              * come: drain the decoder either way (the CLI does the same). */
@@ -725,6 +835,7 @@ static void video_shift(clapp_decoder *dec)
     dec->held[1] = t;
     dec->held_pts[0] = dec->held_pts[1];
     dec->n_held--;
+    dec->repeats = 0;
     dec->pic_valid = 0;
 }
 
@@ -808,6 +919,9 @@ static int video_emit(clapp_decoder *dec, float *dst)
     return 0;
 }
 
+/* The longest one input frame may last in the output, in seconds. */
+#define VIDEO_MAX_FRAME_SECONDS 600
+
 /* One output frame by the fps filter's rule. Returns 1, 0 at the end, or a CLAPP_E_*. */
 static int video_step(clapp_decoder *dec, float *dst)
 {
@@ -833,9 +947,18 @@ static int video_step(clapp_decoder *dec, float *dst)
             video_shift(dec);
             continue;
         }
+        /* Bounded output: one input frame fills at most VIDEO_MAX_FRAME_SECONDS
+         * of output (a stream header claiming 2/214748365 fps would
+         * otherwise repeat each frame for years). */
+        if (dec->repeats >= (int64_t)(dec->p.fps * VIDEO_MAX_FRAME_SECONDS) + 1)
+            return dec_fail(dec, CLAPP_E_FORMAT, "a frame at %.3f s of output would last more than %d s "
+                            "(implausible frame rate %d/%d or timestamps in the file)",
+                            (double)dec->next_pts / dec->p.fps, VIDEO_MAX_FRAME_SECONDS, dec->st->avg_frame_rate.num,
+                            dec->st->avg_frame_rate.den);
         ret = video_emit(dec, dst);
         if (ret < 0)
             return ret;
+        dec->repeats++;
         dec->next_pts++;
         return 1;
     }

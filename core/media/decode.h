@@ -23,6 +23,7 @@
 #ifndef CLAPP_CORE_DECODE_H
 #define CLAPP_CORE_DECODE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,8 @@ typedef struct clapp_decode_params {
     int                  height;
     double               fps;       /* video: output frame rate */
     int                  channels;  /* video: 1 gray, 3 RGB */
+    double               io_timeout; /* seconds an open or read may wait for data; 0: no limit */
+    const atomic_int    *stop;      /* when nonzero, blocking opens and reads give up; may be NULL */
 } clapp_decode_params;
 
 typedef struct clapp_decoder clapp_decoder;

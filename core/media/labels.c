@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "clapp/plugin.h"
+#include "storage/textline.h"
 #include "media/labels.h"
 
 /* ------------------------------------------------------------------------ */
@@ -168,7 +169,7 @@ int clapp_alignment_load(clapp_alignment *a, const char *path, clapp_labelset *l
         rc = CLAPP_E_IO;
         goto fail;
     }
-    while ((got = getline(&line, &linecap, f)) >= 0) {
+    while ((got = clapp_read_line(&line, &linecap, f, CLAPP_TEXT_LINE_MAX)) >= 0) {
         const char *p = line;
         char name[64];
         int64_t start, end;
@@ -258,6 +259,12 @@ int clapp_alignment_load(clapp_alignment *a, const char *path, clapp_labelset *l
         a->seg[a->n].label = id;
         a->seg[a->n].line = lineno;
         a->n++;
+    }
+    if (got == CLAPP_LINE_TOO_LONG || got == CLAPP_LINE_NOMEM) {
+        snprintf(err, errlen, "%s:%d: %s", path, lineno + 1, got == CLAPP_LINE_NOMEM ? "out of memory" :
+                 "line longer than 1 MiB (not a text alignment?)");
+        rc = got == CLAPP_LINE_NOMEM ? CLAPP_E_NOMEM : CLAPP_E_FORMAT;
+        goto fail;
     }
     if (ferror(f)) {
         snprintf(err, errlen, "%s: read error (%s)", path, strerror(errno));

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "clapp/plugin.h"
+#include "storage/textline.h"
 #include "media/manifest.h"
 
 static int is_url(const char *p)
@@ -179,7 +180,7 @@ int clapp_manifest_load(clapp_manifest *m, const char *path, char *err, size_t e
         rc = CLAPP_E_IO;
         goto fail;
     }
-    while ((got = getline(&line, &linecap, f)) >= 0) {
+    while ((got = clapp_read_line(&line, &linecap, f, CLAPP_TEXT_LINE_MAX)) >= 0) {
         char *fields[3] = {NULL, NULL, NULL};
         char *s = line, *p;
         int nf = 0;
@@ -254,6 +255,12 @@ int clapp_manifest_load(clapp_manifest *m, const char *path, char *err, size_t e
             if (!e->alignment)
                 goto nomem;
         }
+    }
+    if (got == CLAPP_LINE_TOO_LONG || got == CLAPP_LINE_NOMEM) {
+        snprintf(err, errlen, "%s:%d: %s", path, lineno + 1, got == CLAPP_LINE_NOMEM ? "out of memory" :
+                 "line longer than 1 MiB (not a text manifest?)");
+        rc = got == CLAPP_LINE_NOMEM ? CLAPP_E_NOMEM : CLAPP_E_FORMAT;
+        goto fail;
     }
     if (ferror(f)) {
         snprintf(err, errlen, "%s: cannot read manifest (%s)", path, strerror(errno));

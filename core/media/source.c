@@ -111,6 +111,9 @@ static void report_bad(clapp_source *src, int32_t entry, const char *why)
 {
     const char *path = src->m->entries[entry].path;
     size_t pl = strlen(path);
+    /* A read cut off because the source is being stopped is no bad file. */
+    if (atomic_load(&src->stop))
+        return;
     if (strncmp(why, path, pl) == 0 && why[pl] == ':')
         clapp_host_log(src->host, CLAPP_LOG_ERROR, WHO, "%s", why);
     else
@@ -317,27 +320,27 @@ static void lane_emit(clapp_source *src, clapp_block *blk, int32_t b, lane_state
 /* End of a file read without errors: damaged packets the decoder skipped,
  * an end well before the length the container announces (a cut file), and
  * labels that run past the audio make it a bad file (its data was used). */
-static void finish_file(clapp_source *src, lane_state *st)
+/* What is wrong with a file that has been read to its end (damaged packets,
+ * a clear shortfall against its header, labels past the audio): 1 and the
+ * reason in why, or 0. */
+static int file_problem(clapp_source *src, lane_state *st, char *why, size_t whylen)
 {
     const double rate = src->info.rate;
     int64_t skipped = clapp_decoder_error_count(st->dec);
     int64_t expect = clapp_decoder_duration_frames(st->dec);
     int64_t decoded = lane_input_steps(src, st);   /* st->pos before speed perturbation */
-    char why[1200];
     if (skipped > 0) {
-        snprintf(why, sizeof why, "truncated or corrupt data: %lld damaged packet(s) skipped, "
+        snprintf(why, whylen, "truncated or corrupt data: %lld damaged packet(s) skipped, "
                  "%.3f s decoded", (long long)skipped, (double)decoded / rate);
-        report_bad(src, st->entry, why);
-        return;
+        return 1;
     }
     /* Estimates from headers are a few frames off: only a clear shortfall
      * (10 % and a quarter second) counts. */
     if (expect > 0 && (double)(expect - decoded) > 0.1 * (double)expect &&
         (double)(expect - decoded) > 0.25 * rate) {
-        snprintf(why, sizeof why, "truncated: ended after %.3f s of the %.3f s its header "
+        snprintf(why, whylen, "truncated: ended after %.3f s of the %.3f s its header "
                  "announces", (double)decoded / rate, (double)expect / rate);
-        report_bad(src, st->entry, why);
-        return;
+        return 1;
     }
     if (st->has_ali && st->ali.n > 0) {
         const clapp_phn_segment *s = &st->ali.seg[st->ali.n - 1];
@@ -346,14 +349,13 @@ static void finish_file(clapp_source *src, lane_state *st)
         if (end > audio + LABEL_END_SLACK) {
             const char *name = src->labels && s->label >= 0 && s->label < src->labels->n ?
                                src->labels->names[s->label] : "?";
-            snprintf(why, sizeof why, "%s:%d: phone '%s' ends at %.3f s, %.1f ms past the end "
+            snprintf(why, whylen, "%s:%d: phone '%s' ends at %.3f s, %.1f ms past the end "
                      "of the audio (%.3f s)", src->m->entries[st->entry].alignment, s->line, name,
                      end, 1000.0 * (end - audio), audio);
-            report_bad(src, st->entry, why);
-            return;
+            return 1;
         }
     }
-    atomic_fetch_add(&src->done, 1);
+    return 0;
 }
 
 /* Stream mode: the next run of steps of lane b's file(s). Returns 1 if the
@@ -362,9 +364,9 @@ static int lane_fill_stream(clapp_source *src, clapp_block *blk, int32_t b)
 {
     const int64_t T = src->p.block, F = src->step_floats;
     lane_state *st = &src->ls[b];
-    char err[1024];
+    char err[1024], why[1200];
     for (;;) {
-        int64_t n = 0;
+        int64_t n = 0, pos0;
         int eof = 0, error = 0;
         uint32_t flags = 0;
         if (atomic_load(&src->stop))
@@ -398,13 +400,20 @@ static int lane_fill_stream(clapp_source *src, clapp_block *blk, int32_t b)
             flags |= CLAPP_LANE_SEQ_START;
         if (eof || error)
             flags |= CLAPP_LANE_SEQ_END;
-        lane_emit(src, blk, b, st, n, st->pos, flags);
+        pos0 = st->pos;
         st->pos += n;
+        /* A file reported bad ends its sequence marked failed, so writers
+         * do not leave it looking complete. */
+        if (error || (eof && file_problem(src, st, why, sizeof why)))
+            flags |= CLAPP_LANE_SEQ_FAILED;
+        lane_emit(src, blk, b, st, n, pos0, flags);
         st->started = 1;
         if (error)
             report_bad(src, st->entry, err[0] ? err : "read error");
+        else if (eof && (flags & CLAPP_LANE_SEQ_FAILED))
+            report_bad(src, st->entry, why);
         else if (eof)
-            finish_file(src, st);
+            atomic_fetch_add(&src->done, 1);
         if (eof || error)
             lane_close(st);
         return 1;
@@ -641,6 +650,7 @@ int clapp_source_create(clapp_source **out, const clapp_source_params *p,
     if (!src)
         return CLAPP_E_NOMEM;
     src->p = *p;
+    src->p.decode.stop = &src->stop;   /* a destroy ends blocking opens and reads */
     src->m = m;
     src->labels = labels;
     src->host = host;
@@ -914,6 +924,7 @@ void clapp_source_params_from_values(clapp_source_params *sp, const clapp_param_
     sp->decode.height = (int)src_value(v, n, "height")->i;
     sp->decode.fps = src_value(v, n, "fps")->f;
     sp->decode.channels = src_value(v, n, "color")->i ? 3 : 1;
+    sp->decode.io_timeout = src_value(v, n, "io_timeout")->f;
     sp->lanes = (int32_t)src_value(v, n, "lanes")->i;
     sp->block = src_value(v, n, "block")->i;
     sp->queue = (int32_t)src_value(v, n, "queue")->i;

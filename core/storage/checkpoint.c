@@ -3,12 +3,15 @@
 #include "storage/checkpoint.h"
 
 #include <cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -82,6 +85,36 @@ static int collect(const clapp_graph *g, int with_optimizer, ckpt_list *l)
             return rc;
     }
     return CLAPP_OK;
+}
+
+/* The checksum of a tensor's data: FNV-1a, 64 bits, over its bytes as
+ * stored (little-endian float32). Each step is a bijection of the state, so
+ * any change of one byte changes the result. */
+static uint64_t data_checksum(const void *data, size_t n)
+{
+    const unsigned char *b = data;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Metadata "checksums": {"TENSOR": "fnv1a64:HEX", ...} as JSON text. */
+static char *checksums_json(const ckpt_list *l)
+{
+    cJSON *root = cJSON_CreateObject();
+    char *text = NULL, hex[40];
+    for (int i = 0; root && i < l->n; i++) {
+        const clapp_tensor *t = l->items[i].t;
+        snprintf(hex, sizeof hex, "fnv1a64:%016llx", (unsigned long long)data_checksum(
+                 t->data, (size_t)clapp_tensor_numel(t) * sizeof(float)));
+        if (!cJSON_AddStringToObject(root, l->items[i].name, hex))
+            break;
+    }
+    if (root)
+        text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return text;
 }
 
 static cJSON *elements_json(const clapp_graph *g)
@@ -272,13 +305,53 @@ static int write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
+/* Remove the temporary files of earlier saves to `path` that were killed
+ * mid-write (PATH.tmp.XXXXXX). A save in progress holds an exclusive flock
+ * on its temporary file, so only those whose writer is gone are removed. */
+static void remove_stale_temps(const char *path)
+{
+    char *dircopy = strdup(path), *basecopy = strdup(path), *dir, *base, *full = NULL;
+    size_t bl;
+    DIR *d = NULL;
+    struct dirent *de;
+    if (!dircopy || !basecopy)
+        goto done;
+    dir = dirname(dircopy);
+    base = basename(basecopy);
+    bl = strlen(base);
+    if (!(d = opendir(dir)))
+        goto done;
+    while ((de = readdir(d))) {
+        int fd;
+        if (strncmp(de->d_name, base, bl) != 0 || strncmp(de->d_name + bl, ".tmp.", 5) != 0 ||
+            strlen(de->d_name + bl + 5) != 6)
+            continue;
+        free(full);
+        if (asprintf(&full, "%s/%s", dir, de->d_name) < 0) {
+            full = NULL;
+            break;
+        }
+        if ((fd = open(full, O_RDONLY | O_NOFOLLOW)) < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            unlink(full);
+        close(fd);
+    }
+done:
+    if (d)
+        closedir(d);
+    free(full);
+    free(dircopy);
+    free(basecopy);
+}
+
 int clapp_ckpt_save(const clapp_graph *g, const char *path,
                           const clapp_ckpt_options *opt, char *err, size_t errlen)
 {
     ckpt_list l = {0};
     cJSON *hdr = NULL, *meta, *elems = NULL;
     char *json = NULL, *tmp = NULL, *pipeline = NULL, *elems_text = NULL, *dircopy = NULL;
-    char *rng_text = NULL, *optim_text = NULL;
+    char *rng_text = NULL, *optim_text = NULL, *sums_text = NULL;
     char num[32];
     int fd = -1, rc = CLAPP_OK, dfd;
     uint64_t offset = 0, hlen, padded;
@@ -317,6 +390,12 @@ int clapp_ckpt_save(const clapp_graph *g, const char *path,
         goto done;
     }
     cJSON_AddStringToObject(meta, "optim", optim_text);
+    sums_text = checksums_json(&l);
+    if (!sums_text) {
+        rc = CLAPP_E_NOMEM;
+        goto done;
+    }
+    cJSON_AddStringToObject(meta, "checksums", sums_text);
     for (int i = 0; i < l.n; i++) {
         const clapp_tensor *t = l.items[i].t;
         cJSON *e = cJSON_AddObjectToObject(hdr, l.items[i].name);
@@ -344,10 +423,14 @@ int clapp_ckpt_save(const clapp_graph *g, const char *path,
         rc = CLAPP_E_NOMEM;
         goto done;
     }
+    remove_stale_temps(path);
     fd = mkstemp(tmp);
-    /* mkstemp makes the file private; a checkpoint is an ordinary output file. */
-    if (fd >= 0)
+    /* mkstemp makes the file private; a checkpoint is an ordinary output file.
+     * The lock tells later saves that this temporary file is being written. */
+    if (fd >= 0) {
         fchmod(fd, 0644);
+        flock(fd, LOCK_EX | LOCK_NB);
+    }
     if (fd < 0) {
         snprintf(err, errlen, "%s: cannot create a temporary file next to it (%s)", path, strerror(errno));
         rc = CLAPP_E_IO;
@@ -393,6 +476,7 @@ done:
     free(json);
     cJSON_free(rng_text);
     cJSON_free(optim_text);
+    cJSON_free(sums_text);
     free(pipeline);
     cJSON_free(elems_text);
     cJSON_Delete(elems);
@@ -518,8 +602,19 @@ static int check_entry(const ckpt_file *cf, const char *path, const char *name, 
                  path, name, a, w);
         return CLAPP_E_SHAPE;
     }
-    b = (uint64_t)cJSON_GetArrayItem(offs, 0)->valuedouble;
-    end = (uint64_t)cJSON_GetArrayItem(offs, 1)->valuedouble;
+    {
+        /* Whole numbers inside the data section, checked before any
+         * conversion (a double beyond 2^64 does not convert). */
+        const cJSON *o0 = cJSON_GetArrayItem(offs, 0), *o1 = cJSON_GetArrayItem(offs, 1);
+        double d0 = cJSON_IsNumber(o0) ? o0->valuedouble : -1, d1 = cJSON_IsNumber(o1) ? o1->valuedouble : -1;
+        if (!(d0 >= 0 && d1 >= 0 && d0 < 0x1p63 && d1 < 0x1p63) || d0 != floor(d0) || d1 != floor(d1)) {
+            snprintf(err, errlen, "%s: tensor %s: data_offsets are not whole numbers from 0 to 2^63 "
+                     "(corrupt)", path, name);
+            return CLAPP_E_FORMAT;
+        }
+        b = (uint64_t)d0;
+        end = (uint64_t)d1;
+    }
     if (end < b || end - b != want || end > cf->data_size) {
         snprintf(err, errlen, "%s: tensor %s: data [%llu, %llu) does not fit the file "
                  "(truncated or corrupt; %llu data bytes)", path, name, (unsigned long long)b,
@@ -527,6 +622,42 @@ static int check_entry(const ckpt_file *cf, const char *path, const char *name, 
         return CLAPP_E_FORMAT;
     }
     *begin = b;
+    return CLAPP_OK;
+}
+
+/* The leading number of a "MAJOR.MINOR.PATCH" version; -1 if there is none. */
+static long version_major(const char *v)
+{
+    long m = 0;
+    int digits = 0;
+    for (; *v >= '0' && *v <= '9' && digits < 9; v++, digits++)
+        m = m * 10 + (*v - '0');
+    return digits && (*v == '.' || !*v) ? m : -1;
+}
+
+/* An element's version in the file, as plugins are checked: the same major
+ * version as the element's (its tensors' meaning may have changed across
+ * majors); a newer minor is fine for data. A checkpoint without versions
+ * (an empty text) loads. */
+static int check_version(const cJSON *ver, const clapp_node *nd, const char *path, char *err, size_t errlen)
+{
+    const char *have = nd->desc->version ? nd->desc->version : "";
+    long a, b;
+    if (!ver)
+        return CLAPP_OK;
+    if (!cJSON_IsString(ver)) {
+        snprintf(err, errlen, "%s: element '%s' has a malformed version in the checkpoint", path, nd->pe->name);
+        return CLAPP_E_FORMAT;
+    }
+    if (!*ver->valuestring || !*have)
+        return CLAPP_OK;
+    a = version_major(ver->valuestring);
+    b = version_major(have);
+    if (a < 0 || a != b) {
+        snprintf(err, errlen, "%s: element '%s' (%s) is version %.40s in the checkpoint but %s here; the "
+                 "major versions differ", path, nd->pe->name, nd->desc->id, ver->valuestring, have);
+        return CLAPP_E_ABI;
+    }
     return CLAPP_OK;
 }
 
@@ -555,10 +686,34 @@ static int check_elements(const ckpt_file *cf, const clapp_graph *g, const char 
             snprintf(err, errlen, "%s: element '%s' is a %s in the checkpoint but a %s in the pipeline",
                      path, nd->pe->name, id->valuestring, nd->desc->id);
             rc = CLAPP_E_INVAL;
+        } else {
+            rc = check_version(cJSON_GetObjectItemCaseSensitive(e, "version"), nd, path, err, errlen);
         }
     }
     cJSON_Delete(elems);
     return rc;
+}
+
+/* A count of the metadata ("blocks", "optim_step"): decimal digits only,
+ * at most 2^53 (far beyond any run; the counters are incremented and used
+ * as doubles). */
+static int meta_count(const char *text, const char *key, const char *path, int64_t *out, char *err,
+                      size_t errlen)
+{
+    int64_t v = 0;
+    size_t n = strlen(text);
+    int ok = n > 0 && n <= 16;
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = text[i] >= '0' && text[i] <= '9';
+        v = v * 10 + (text[i] - '0');
+    }
+    if (!ok || v > ((int64_t)1 << 53)) {
+        snprintf(err, errlen, "%s: metadata '%s' is '%.40s'; expected a whole number from 0 to 2^53 "
+                 "(corrupt checkpoint)", path, key, text);
+        return CLAPP_E_FORMAT;
+    }
+    *out = v;
+    return CLAPP_OK;
 }
 
 /* ---- loss versions ----------------------------------------------------------
@@ -604,6 +759,29 @@ static int loss_version_check(const char *text, const clapp_graph *g, int *versi
     return loss_version_each(g, *version, 1, path, err, errlen);
 }
 
+/* Tensor NAME's data against the file's checksum of it; sums NULL: a
+ * checkpoint from before checksums, nothing to check. */
+static int check_sum(const cJSON *sums, const char *path, const char *name, const void *data, size_t n,
+                     char *err, size_t errlen)
+{
+    const cJSON *want;
+    char hex[40];
+    if (!sums)
+        return CLAPP_OK;
+    want = cJSON_GetObjectItemCaseSensitive(sums, name);
+    snprintf(hex, sizeof hex, "fnv1a64:%016llx", (unsigned long long)data_checksum(data, n));
+    if (!cJSON_IsString(want)) {
+        snprintf(err, errlen, "%s: the checkpoint has no checksum of tensor %s (corrupt metadata)", path, name);
+        return CLAPP_E_FORMAT;
+    }
+    if (strcmp(want->valuestring, hex) != 0) {
+        snprintf(err, errlen, "%s: tensor %s: checksum mismatch (the data is %s, the metadata says %.40s): "
+                 "the file is corrupt", path, name, hex, want->valuestring);
+        return CLAPP_E_FORMAT;
+    }
+    return CLAPP_OK;
+}
+
 int clapp_ckpt_load(clapp_graph *g, const char *path, const clapp_ckpt_options *opt,
                           char *err, size_t errlen)
 {
@@ -615,6 +793,8 @@ int clapp_ckpt_load(clapp_graph *g, const char *path, const clapp_ckpt_options *
     float **staged = NULL;
     const char *fmt, *rng_text;
     int rc, strict = !opt || opt->strict, loss_version = CLAPP_LOSS_VERSION;
+    int64_t n_blocks = 0, n_step = 0;
+    cJSON *sums = NULL;
 
     rc = ckpt_open(&cf, path, err, errlen);
     if (rc < 0)
@@ -628,6 +808,11 @@ int clapp_ckpt_load(clapp_graph *g, const char *path, const clapp_ckpt_options *
     }
     if ((rc = check_elements(&cf, g, path, err, errlen)) < 0)
         goto done;
+    if (meta_get(&cf, "checksums") && !cJSON_IsObject(sums = cJSON_Parse(meta_get(&cf, "checksums")))) {
+        snprintf(err, errlen, "%s: the checkpoint metadata 'checksums' is not a JSON object (corrupt)", path);
+        rc = CLAPP_E_FORMAT;
+        goto done;
+    }
     if ((rc = loss_version_check(meta_get(&cf, "loss_version"), g, &loss_version, path, err,
                                  errlen)) < 0)
         goto done;
@@ -675,23 +860,48 @@ int clapp_ckpt_load(clapp_graph *g, const char *path, const clapp_ckpt_options *
             rc = CLAPP_E_FORMAT;
             goto done;
         }
+        if ((rc = check_sum(sums, path, l.items[i].name, staged[i], n * sizeof(float), err, errlen)) < 0)
+            goto done;
+        for (size_t k = 0; k < n; k++)
+            if (!isfinite(staged[i][k])) {
+                snprintf(err, errlen, "%s: tensor %s: value %zu is %s (a diverged run or a corrupt file)",
+                         path, l.items[i].name, k, isnan(staged[i][k]) ? "NaN" : "infinite");
+                rc = CLAPP_E_FORMAT;
+                goto done;
+            }
+    }
+    /* No two tensors share bytes. */
+    for (int i = 0; i < l.n; i++)
+        for (int j = i + 1; staged[i] && j < l.n; j++) {
+            uint64_t ni = (uint64_t)clapp_tensor_numel(l.items[i].t) * sizeof(float);
+            uint64_t nj = (uint64_t)clapp_tensor_numel(l.items[j].t) * sizeof(float);
+            if (staged[j] && ni > 0 && nj > 0 && begins[i] < begins[j] + nj && begins[j] < begins[i] + ni) {
+                snprintf(err, errlen, "%s: tensors %s and %s overlap in the data (corrupt)", path,
+                         l.items[i].name, l.items[j].name);
+                rc = CLAPP_E_FORMAT;
+                goto done;
+            }
+        }
+    {
+        const char *blocks = meta_get(&cf, "blocks"), *step = meta_get(&cf, "optim_step");
+        if ((blocks && (rc = meta_count(blocks, "blocks", path, &n_blocks, err, errlen)) < 0) ||
+            (step && (rc = meta_count(step, "optim_step", path, &n_step, err, errlen)) < 0))
+            goto done;
     }
     for (int i = 0; i < l.n; i++)
         if (staged[i])
             memcpy(l.items[i].t->data, staged[i], (size_t)clapp_tensor_numel(l.items[i].t) * sizeof(float));
-    {
-        const char *blocks = meta_get(&cf, "blocks"), *step = meta_get(&cf, "optim_step");
-        if (blocks)
-            g->blocks = strtoll(blocks, NULL, 10);
-        if (opt && opt->with_optimizer && step)
-            g->optim.t = strtoll(step, NULL, 10);
-    }
+    if (meta_get(&cf, "blocks"))
+        g->blocks = n_blocks;
+    if (opt && opt->with_optimizer && meta_get(&cf, "optim_step"))
+        g->optim.t = n_step;
     for (int i = 1; i < g->n; i++)
         if (rng_have[i])
             g->nodes[i].loss_form->set_rng(g->nodes[i].loss_self, rng_states[i]);
     g->loss_version = loss_version;
     rc = loss_version_each(g, loss_version, 0, path, err, errlen);
 done:
+    cJSON_Delete(sums);
     free(rng_states);
     free(rng_have);
     for (int i = 0; staged && i < l.n; i++)

@@ -81,6 +81,8 @@ static inline void clapp_tensor_zero(clapp_tensor *t)
 enum {
     CLAPP_LANE_SEQ_START = 1u << 0, /* first block of a sequence: layers reset this lane's state */
     CLAPP_LANE_SEQ_END   = 1u << 1, /* last block of a sequence: sinks close it, layers flush   */
+    CLAPP_LANE_SEQ_FAILED = 1u << 2, /* with SEQ_END: the sequence was cut short by an error (its
+                                        file failed mid-way); writers mark what they wrote as partial */
 };
 
 /* Per-lane metadata of a block. The host copies it from an element's input

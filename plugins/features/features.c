@@ -3,7 +3,15 @@
  * [B, C, T] streams and (T, C, H, W) for video, rows in time order. The
  * header is written with room for any length and patched when the sequence
  * ends (or at finish, for streams cut short), so files are valid numpy
- * arrays from the first byte once closed. */
+ * arrays from the first byte once closed.
+ *
+ * Outputs never look complete when they are not: a file is written as
+ * NAME.npy.partial and renamed to NAME.npy when its sequence ends (or at
+ * finish: a run stopped early, whose rows are then exactly those
+ * processed); a sequence whose file failed mid-way (CLAPP_LANE_SEQ_FAILED)
+ * becomes NAME.partial.npy, a valid array of the part decoded, with a
+ * warning; a failed write, seek or close removes the file and fails the
+ * run with an error naming it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -18,7 +26,8 @@
 
 typedef struct features_lane {
     FILE   *f;
-    char   *path;
+    char   *path;      /* the final name, DIR/<key><suffix>.npy */
+    char   *tmp;       /* what is being written, path + ".partial" */
     int64_t rows;
 } features_lane;
 
@@ -75,28 +84,71 @@ static void npy_header(const features *ft, int64_t rows, char out[NPY_HEADER_BYT
     out[NPY_HEADER_BYTES - 1] = '\n';
 }
 
-static int lane_close(features *ft, features_lane *l)
+/* Patch the header and close; then rename the file to its final name, or
+ * to NAME.partial.npy when the sequence failed, or remove it when it could
+ * not be written. */
+static int lane_close(features *ft, features_lane *l, int failed)
 {
-    char hdr[NPY_HEADER_BYTES];
+    char hdr[NPY_HEADER_BYTES], *dest = NULL;
     int rc = CLAPP_OK;
     if (!l->f)
         return CLAPP_OK;
     npy_header(ft, l->rows, hdr);
-    if (fseek(l->f, 0, SEEK_SET) != 0 || fwrite(hdr, 1, sizeof hdr, l->f) != sizeof hdr) {
-        clapp_host_log(ft->host, CLAPP_LOG_ERROR, ft->name, "%s: cannot write the header (%s)",
-                       l->path, strerror(errno));
+    if (fseek(l->f, 0, SEEK_SET) != 0 || fwrite(hdr, 1, sizeof hdr, l->f) != sizeof hdr ||
+        fflush(l->f) != 0) {
+        clapp_host_log(ft->host, CLAPP_LOG_ERROR, ft->name, "%s: cannot write (%s); removed", l->tmp,
+                       strerror(errno));
         rc = CLAPP_E_IO;
     }
     if (fclose(l->f) != 0 && rc == CLAPP_OK) {
-        clapp_host_log(ft->host, CLAPP_LOG_ERROR, ft->name, "%s: cannot close (%s)", l->path,
+        clapp_host_log(ft->host, CLAPP_LOG_ERROR, ft->name, "%s: cannot close (%s); removed", l->tmp,
                        strerror(errno));
         rc = CLAPP_E_IO;
     }
     l->f = NULL;
+    if (rc < 0) {
+        remove(l->tmp);
+    } else if (failed) {
+        /* DIR/key.npy -> DIR/key.partial.npy; an older complete file of this key goes. */
+        size_t n = strlen(l->path) - 4;
+        if (asprintf(&dest, "%.*s.partial.npy", (int)n, l->path) < 0) {
+            dest = NULL;
+            rc = CLAPP_E_NOMEM;
+            remove(l->tmp);
+        } else if (rename(l->tmp, dest) != 0) {
+            clapp_host_log(ft->host, CLAPP_LOG_ERROR, ft->name, "%s: cannot rename to %s (%s)", l->tmp, dest,
+                           strerror(errno));
+            rc = CLAPP_E_IO;
+        } else {
+            remove(l->path);
+            clapp_host_log(ft->host, CLAPP_LOG_WARNING, ft->name, "%s: its input failed (see the error "
+                           "above); the %lld rows read are in %s", l->path, (long long)l->rows, dest);
+        }
+    } else if (rename(l->tmp, l->path) != 0) {
+        clapp_host_log(ft->host, CLAPP_LOG_ERROR, ft->name, "%s: cannot rename to %s (%s)", l->tmp, l->path,
+                       strerror(errno));
+        rc = CLAPP_E_IO;
+    }
+    free(dest);
     free(l->path);
-    l->path = NULL;
+    free(l->tmp);
+    l->path = l->tmp = NULL;
     l->rows = 0;
     return rc;
+}
+
+/* A write failed: drop the file (its header would not match), say so once. */
+static int lane_fail(features *ft, features_lane *l, const char *what)
+{
+    clapp_host_log(ft->host, CLAPP_LOG_ERROR, ft->name, "%s: %s (%s); removed", l->tmp, what, strerror(errno));
+    fclose(l->f);
+    l->f = NULL;
+    remove(l->tmp);
+    free(l->path);
+    free(l->tmp);
+    l->path = l->tmp = NULL;
+    l->rows = 0;
+    return CLAPP_E_IO;
 }
 
 static int lane_open(features *ft, features_lane *l, const char *key)
@@ -106,20 +158,24 @@ static int lane_open(features *ft, features_lane *l, const char *key)
         l->path = NULL;
         return CLAPP_E_NOMEM;
     }
-    if (mkdir_parents(l->path) < 0 || !(l->f = fopen(l->path, "wb"))) {
-        clapp_host_log(ft->host, CLAPP_LOG_ERROR, ft->name, "%s: cannot create (%s)", l->path,
-                       strerror(errno));
+    if (asprintf(&l->tmp, "%s.partial", l->path) < 0) {
+        l->tmp = NULL;
         free(l->path);
         l->path = NULL;
-        return CLAPP_E_IO;
+        return CLAPP_E_NOMEM;
     }
-    npy_header(ft, 0, hdr);
-    if (fwrite(hdr, 1, sizeof hdr, l->f) != sizeof hdr) {
-        clapp_host_log(ft->host, CLAPP_LOG_ERROR, ft->name, "%s: cannot write (%s)", l->path,
+    if (mkdir_parents(l->tmp) < 0 || !(l->f = fopen(l->tmp, "wb"))) {
+        clapp_host_log(ft->host, CLAPP_LOG_ERROR, ft->name, "%s: cannot create (%s)", l->tmp,
                        strerror(errno));
+        free(l->path);
+        free(l->tmp);
+        l->path = l->tmp = NULL;
         return CLAPP_E_IO;
     }
     l->rows = 0;
+    npy_header(ft, 0, hdr);
+    if (fwrite(hdr, 1, sizeof hdr, l->f) != sizeof hdr)
+        return lane_fail(ft, l, "cannot write");
     return CLAPP_OK;
 }
 
@@ -129,7 +185,7 @@ static void features_destroy(void *self)
     if (!ft)
         return;
     for (int64_t b = 0; ft->lanes && b < ft->in.shape[0]; b++)
-        lane_close(ft, &ft->lanes[b]);
+        lane_close(ft, &ft->lanes[b], 0);
     free(ft->lanes);
     free(ft->scratch);
     free(ft->name);
@@ -172,7 +228,7 @@ static int features_configure(void *self, const clapp_stream_info *in, clapp_str
         return CLAPP_E_SHAPE;
     }
     for (int64_t b = 0; ft->lanes && b < ft->in.shape[0]; b++)
-        lane_close(ft, &ft->lanes[b]);
+        lane_close(ft, &ft->lanes[b], 0);
     free(ft->lanes);
     free(ft->scratch);
     ft->in = *in;
@@ -208,7 +264,7 @@ static int features_forward(void *self, const clapp_block *in, clapp_block *out)
         if (ln->seq_id < 0)
             continue;
         if ((ln->flags & CLAPP_LANE_SEQ_START) || !l->f) {
-            if (l->f && (rc = lane_close(ft, l)) < 0)
+            if (l->f && (rc = lane_close(ft, l, 0)) < 0)
                 return rc;
             if ((rc = lane_open(ft, l, ln->seq_name)) < 0)
                 return rc;
@@ -220,13 +276,11 @@ static int features_forward(void *self, const clapp_block *in, clapp_block *out)
                        (size_t)hw * sizeof(float));
         if (ln->len > 0 &&
             fwrite(ft->scratch, sizeof(float), (size_t)(ln->len * ft->row), l->f) !=
-                (size_t)(ln->len * ft->row)) {
-            clapp_host_log(ft->host, CLAPP_LOG_ERROR, ft->name, "%s: write failed (%s)", l->path,
-                           strerror(errno));
-            return CLAPP_E_IO;
-        }
+                (size_t)(ln->len * ft->row))
+            return lane_fail(ft, l, "write failed");
         l->rows += ln->len;
-        if ((ln->flags & CLAPP_LANE_SEQ_END) && (rc = lane_close(ft, l)) < 0)
+        if ((ln->flags & CLAPP_LANE_SEQ_END) &&
+            (rc = lane_close(ft, l, (ln->flags & CLAPP_LANE_SEQ_FAILED) != 0)) < 0)
             return rc;
     }
     return CLAPP_OK;
@@ -237,7 +291,7 @@ static int features_finish(void *self)
     features *ft = self;
     int status = CLAPP_OK;
     for (int64_t b = 0; b < ft->in.shape[0]; b++) {
-        int rc = lane_close(ft, &ft->lanes[b]);
+        int rc = lane_close(ft, &ft->lanes[b], 0);
         if (rc < 0)
             status = rc;
     }

@@ -22,6 +22,7 @@
 
 #include "clapp/clapp.h"
 #include "cli.h"
+#include "interrupt.h"
 
 #define X_MAX_ARGS 256
 
@@ -319,7 +320,8 @@ int cli_extract(int argc, char **argv)
             xs[k].lane_rec[b] = -1;
     }
 
-    while ((rc = clapp_pipeline_step(p)) == 1) {
+    cli_interrupt_install();
+    while (!cli_interrupted() && (rc = clapp_pipeline_step(p)) == 1) {
         for (int k = 0; k < n_names; k++) {
             const clapp_block *blk;
             if (clapp_pipeline_output(p, names[k], &blk) < 0 || observe(&xs[k], blk) < 0)
@@ -355,6 +357,13 @@ int cli_extract(int argc, char **argv)
                     n_names, ri.files_done, out_dir, ri.files_failed);
         if (ri.files_failed > 0 && status == CLI_OK)
             status = CLI_FAILED;
+    }
+    if (cli_interrupted()) {
+        /* The writers have finished: each .npy holds the rows of the blocks
+         * processed, its header and sidecar say so. */
+        fprintf(stderr, "clapp: interrupted by %s: the features written so far are in %s\n",
+                cli_signal_name(cli_interrupted()), out_dir);
+        status = cli_interrupt_status(cli_interrupted());
     }
     goto done;
 nomem:

@@ -3,6 +3,7 @@
  * metrics, checkpoints, snapshots and resume. */
 #include "stream.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "clapp/clapp.h"
+#include "interrupt.h"
 
 typedef struct stream_run {
     clapp_pipeline *p;
@@ -20,6 +22,8 @@ typedef struct stream_run {
     double          rate;       /* the source's */
     int             warmup;     /* the lr ramp is on (metrics show lr_scale) */
     FILE           *metrics;    /* JSONL per block, or NULL */
+    const char     *metrics_name; /* its path, or "standard output" */
+    int             metrics_failed; /* a write to it failed (reported once) */
     int             progress;   /* human progress line on standard error */
 } stream_run;
 
@@ -28,6 +32,21 @@ static double seconds_since(const struct timespec *t0)
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+/* After each metrics line: flushed, or one error naming the file (the run
+ * then stops at the block boundary and exits 1). */
+static int metrics_check(stream_run *r)
+{
+    if (r->metrics_failed)
+        return -1;
+    if (fflush(r->metrics) != 0 || ferror(r->metrics)) {
+        fprintf(stderr, "clapp: error: %s: cannot write the metrics (%s); stopping the run\n", r->metrics_name,
+                strerror(errno));
+        r->metrics_failed = 1;
+        return -1;
+    }
+    return 0;
 }
 
 static int api_error(const stream_run *r, int rc)
@@ -189,11 +208,10 @@ static void emit_block_metrics(const stream_run *r, double secs)
         }
     }
     fprintf(r->metrics, "}\n");
-    fflush(r->metrics);
 }
 
 /* The closing line: mean loss per element over the run, time share per element. */
-static void emit_summary(const stream_run *r, double secs)
+static void emit_summary(const stream_run *r, double secs, int sig)
 {
     clapp_run_info ri;
     clapp_element_stats es;
@@ -222,8 +240,10 @@ static void emit_summary(const stream_run *r, double secs)
         double sec = clapp_pipeline_element_stats(r->p, r->names[i], &es) == CLAPP_OK ? es.seconds : 0.0;
         fprintf(r->metrics, "%s\"%s\":%.4f", i > 1 ? "," : "", r->names[i], total > 0 ? sec / total : 0.0);
     }
-    fprintf(r->metrics, "}}\n");
-    fflush(r->metrics);
+    fprintf(r->metrics, "}");
+    if (sig)
+        fprintf(r->metrics, ",\"interrupted\":\"%s\"", cli_signal_name(sig));
+    fprintf(r->metrics, "}\n");
 }
 
 static void show_progress(const stream_run *r, double secs)
@@ -274,28 +294,41 @@ static int snapshot(stream_run *r, const cli_options *o, int k, double secs)
         fprintf(r->metrics, "{\"event\":\"snapshot\",\"k\":%d,\"of\":%d,\"blocks\":%lld,\"seconds\":%.3f,"
                 "\"media_seconds\":%.3f,\"path\":\"%s\"}\n", k, o->snapshots, (long long)ri.blocks, secs,
                 r->rate > 0 ? (double)ri.steps / r->rate : 0.0, path);
-        fflush(r->metrics);
+        if (metrics_check(r) < 0)
+            status = CLI_FAILED;
     }
     free(path);
     return status;
 }
 
-/* Stream every block; metrics, checkpoints and snapshots when learning. */
+/* Stream every block; metrics, checkpoints and snapshots when learning.
+ * The loop stops early on SIGINT/SIGTERM (checked between blocks), a failed
+ * step or an exhausted budget; in every case the final checkpoint of the
+ * weights after the last completed block is written (an element that fails
+ * stops its block before the optimizer step, so the weights are those of
+ * the block before), the sinks finish (the features' .npy headers say what
+ * was written) and the metrics get their summary line. */
 static int stream_loop(stream_run *r, const cli_options *o, int learn)
 {
     struct timespec t0;
     clapp_run_info ri;
-    int rc, status = CLI_OK, next_snap = 1;
+    int rc = 0, status = CLI_OK, next_snap = 1, sig = 0, periodic_failed = 0, saved = 0;
     double secs;
 
+    cli_interrupt_install();
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    while ((rc = clapp_pipeline_step(r->p)) == 1) {
+    while (!(sig = cli_interrupted()) && (rc = clapp_pipeline_step(r->p)) == 1) {
         clapp_pipeline_run_info(r->p, &ri);
-        if (r->metrics)
+        if (r->metrics) {
             emit_block_metrics(r, seconds_since(&t0));
+            if (metrics_check(r) < 0)
+                break;
+        }
+        /* A failed periodic save is reported and the run goes on: the final
+         * save tries again, and the exit status says it failed. */
         if (learn && o->checkpoint && o->checkpoint_every > 0 && ri.blocks % o->checkpoint_every == 0 &&
             save_to(r, o->checkpoint) != CLI_OK)
-            status = CLI_FAILED;
+            periodic_failed++;
         if (r->progress && ri.blocks % 4 == 0)
             show_progress(r, seconds_since(&t0));
         /* --budget-minutes: a wall-clock budget, snapshots at k/N of it */
@@ -307,21 +340,42 @@ static int stream_loop(stream_run *r, const cli_options *o, int learn)
                 break;
         }
     }
+    if (!sig)
+        sig = cli_interrupted();
     if (r->progress)
         fprintf(stderr, "\n");
-    if (rc < 0 && status == CLI_OK) {
+    if (rc < 0) {
+        /* Printed now: the save below replaces the handle's message. */
         fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(r->p));
         status = CLI_FAILED;
     }
-    if (learn && o->checkpoint && status == CLI_OK && save_to(r, o->checkpoint) != CLI_OK)
+    if (periodic_failed)
         status = CLI_FAILED;
+    if (learn && o->checkpoint) {
+        if (save_to(r, o->checkpoint) != CLI_OK)
+            status = CLI_FAILED;
+        else
+            saved = 1;
+    }
     if (clapp_pipeline_finish(r->p) < 0) {
         fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(r->p));
         status = CLI_FAILED;
     }
     secs = seconds_since(&t0);
-    if (r->metrics)
-        emit_summary(r, secs);
+    if (r->metrics && !r->metrics_failed) {
+        emit_summary(r, secs, sig);
+        metrics_check(r);
+    }
+    if (r->metrics && r->metrics != stdout) {
+        int closed = fclose(r->metrics);
+        r->metrics = NULL;
+        if (closed != 0 && !r->metrics_failed) {
+            fprintf(stderr, "clapp: error: %s: cannot write the metrics (%s)\n", r->metrics_name, strerror(errno));
+            r->metrics_failed = 1;
+        }
+    }
+    if (r->metrics_failed)
+        status = CLI_FAILED;
     clapp_pipeline_run_info(r->p, &ri);
     if (o->verbosity > 0)
         fprintf(stderr, "clapp: %d file(s) processed, %d failed; %lld blocks, %.1f s of media "
@@ -332,6 +386,13 @@ static int stream_loop(stream_run *r, const cli_options *o, int learn)
         fprintf(stderr, "clapp: error: %d of %d file(s) could not be read (see above)\n", ri.files_failed,
                 ri.files_done + ri.files_failed);
         status = CLI_FAILED;
+    }
+    if (sig) {
+        fprintf(stderr, "clapp: interrupted by %s: stopped after block %lld%s%s%s%s\n", cli_signal_name(sig),
+                (long long)ri.blocks, saved ? "; checkpoint saved to " : "", saved ? o->checkpoint : "",
+                r->metrics_name && !r->metrics_failed ? "; metrics summary written to " : "",
+                r->metrics_name && !r->metrics_failed ? r->metrics_name : "");
+        status = cli_interrupt_status(sig);
     }
     return status;
 }
@@ -346,10 +407,12 @@ int cli_stream(const cli_options *o, int learn)
     status = stream_create(&r, o, learn);
     if (status == CLI_OK && o->dump_graph) {
         char *text = NULL;
-        if (clapp_pipeline_text(r.p, &text) == CLAPP_OK)
-            fputs(text, stdout);
-        else
+        if (clapp_pipeline_text(r.p, &text) != CLAPP_OK) {
             status = CLI_FAILED;
+        } else if (fputs(text, stdout) < 0 || fflush(stdout) != 0 || ferror(stdout)) {
+            fprintf(stderr, "clapp: error: standard output: cannot write the pipeline (%s)\n", strerror(errno));
+            status = CLI_FAILED;
+        }
         clapp_free(text);
         goto done;
     }
@@ -369,10 +432,13 @@ int cli_stream(const cli_options *o, int learn)
     if (learn) {
         if (!o->metrics || !strcmp(o->metrics, "-")) {
             r.metrics = stdout;
+            r.metrics_name = "standard output";
         } else if (!(r.metrics = fopen(o->metrics, "w"))) {
             perror(o->metrics);
             status = CLI_USAGE;
             goto done;
+        } else {
+            r.metrics_name = o->metrics;
         }
         r.progress = isatty(STDERR_FILENO) && o->verbosity > 0;
     }

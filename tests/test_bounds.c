@@ -1,0 +1,122 @@
+/* Bounds on what an input controls: text without a newline (a manifest, a
+ * .phn alignment, a pipeline file that is /dev/zero) is refused after at
+ * most 1 MiB with an error naming the file; a video whose stream header
+ * claims 2/214748365 fps (a good AVI with its strh rewritten) fails with a
+ * clear error after at most 600 s of output per input frame instead of
+ * writing frames forever. */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define CLAPP_BIN CLAPP_TEST_BINARY_DIR "/clapp"
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+    if (!f)
+        return strdup("");
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = calloc(1, (size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n)
+        buf[0] = 0;
+    fclose(f);
+    return buf;
+}
+
+/* Run `clapp ARGS` in dir with a 10 s CPU and 30 s wall-clock limit
+ * (unbounded reading or waiting would hit one); expect exit status want and
+ * stderr containing needle. */
+static void expect(const char *dir, int want, const char *needle, const char *args)
+{
+    char *errp = tu_path(dir, "err.txt"), *err;
+    int rc = tu_run("cd '%s' && (ulimit -t 10; timeout 30 %s %s) 2> err.txt; test $? -eq %d", dir, CLAPP_BIN, args, want);
+    err = slurp(errp);
+    if (rc != 0 || !strstr(err, needle))
+        fail_msg("clapp %s: expected exit %d and '%s'; stderr:\n%s", args, want, needle, err);
+    free(err);
+    free(errp);
+}
+
+static void test_text_without_newline(void **state)
+{
+    char *dir = tu_tmpdir("bounds");
+    (void)state;
+    assert_int_equal(tu_run("cd '%s' && printf 'source rate=16000 block=1024 lanes=1\\n' > p.pipe && "
+                            "ffmpeg -nostdin -v error -y -f lavfi -i 'sine=duration=1' -ar 16000 a.wav && "
+                            "head -c 3000000 /dev/zero | tr '\\000' x > long.txt && "
+                            "printf 'a.wav\\tx\\t/dev/zero\\n' > phn.tsv && printf 'a.wav\\tx\\tlong.txt\\n' > phn2.tsv",
+                            dir), 0);
+    expect(dir, 2, "/dev/zero:1: line longer than 1 MiB (not a text manifest?)", "run p.pipe --data /dev/zero");
+    expect(dir, 2, "long.txt:1: line longer than 1 MiB (not a text manifest?)", "run p.pipe --data long.txt");
+    expect(dir, 2, "/dev/zero: not a text file (contains a NUL byte)", "run /dev/zero --dump-graph");
+    expect(dir, 2, "long.txt: larger than 1 MiB (not a pipeline file?)", "run long.txt --dump-graph");
+    expect(dir, 1, "/dev/zero:1: line longer than 1 MiB (not a text alignment?)", "run p.pipe --data phn.tsv");
+    expect(dir, 1, "long.txt:1: line longer than 1 MiB (not a text alignment?)", "run p.pipe --data phn2.tsv");
+    tu_rmtree(dir);
+    free(dir);
+}
+
+static void test_absurd_frame_rate(void **state)
+{
+    char *dir = tu_tmpdir("bounds"), *npy = tu_path(dir, "out/bad.partial.npy");
+    struct stat st;
+    (void)state;
+    assert_int_equal(tu_run("cd '%s' && ffmpeg -nostdin -v error -y -f lavfi -i testsrc=size=32x32:rate=10:duration=2 "
+                            "-c:v mjpeg good.avi && python3 -c \"import struct\n"
+                            "b=bytearray(open('good.avi','rb').read()); i=b.index(b'strh')\n"
+                            "assert b[i+8:i+12]==b'vids'\n"
+                            "b[i+28:i+36]=struct.pack('<II',214748365,2)\n"
+                            "open('bad.avi','wb').write(b)\" && "
+                            "printf 'source kind=video width=16 height=16 fps=10 color=gray block=64 lanes=1 "
+                            "! features name=feat out=out/\\n' > v.pipe && printf 'bad.avi\\n' > m.tsv", dir), 0);
+    expect(dir, 1, "implausible frame rate 2/214748365", "run v.pipe --data m.tsv");
+    /* What was written is bounded (600 s at 10 fps of 16x16 floats: 6 MB)
+     * and marked partial. */
+    assert_int_equal(stat(npy, &st), 0);
+    assert_true(st.st_size <= 128 + (6001 + 64) * 16 * 16 * 4);
+    tu_rmtree(dir);
+    free(npy);
+    free(dir);
+}
+
+/* A FIFO with no writer, or one whose writer stalls, fails the file after
+ * io_timeout instead of blocking forever; a FIFO whose writer sends a whole
+ * file is read as before. */
+static void test_fifo_timeout(void **state)
+{
+    char *dir = tu_tmpdir("bounds"), *npy = tu_path(dir, "out/f.npy");
+    (void)state;
+    assert_int_equal(tu_run("cd '%s' && mkfifo f.fifo && printf 'f.fifo\n' > m.tsv && "
+                            "printf 'source rate=16000 block=1024 lanes=1 io_timeout=1 ! features name=feat out=out/\n'"
+                            " > p.pipe && ffmpeg -nostdin -v error -y -f lavfi -i 'sine=duration=1' -ar 16000 a.wav",
+                            dir), 0);
+    expect(dir, 1, "f.fifo: no data within 1 s (source io_timeout)", "run p.pipe --data m.tsv");
+    assert_int_equal(tu_run("cd '%s' && ( (printf 'RIFF'; sleep 4) > f.fifo & )", dir), 0);
+    expect(dir, 1, "f.fifo: no data within 1 s (source io_timeout)", "run p.pipe --data m.tsv");
+    assert_int_equal(tu_run("sleep 4"), 0);
+    assert_int_equal(tu_run("cd '%s' && ( cat a.wav > f.fifo & )", dir), 0);
+    expect(dir, 0, "", "run p.pipe --data m.tsv");
+    assert_int_equal(access(npy, F_OK), 0);
+    tu_rmtree(dir);
+    free(npy);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_text_without_newline),
+        cmocka_unit_test(test_absurd_frame_rate),
+        cmocka_unit_test(test_fifo_timeout),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

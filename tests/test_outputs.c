@@ -1,0 +1,193 @@
+/* Outputs never look valid when they are not, and write errors are never
+ * ignored: metrics on a full disk (/dev/full) and --dump-graph to a full
+ * standard output fail with one error naming the file (the final
+ * checkpoint is still written); a features file that cannot be written
+ * (RLIMIT_FSIZE) is removed and fails the run; a file whose decoding fails
+ * mid-way leaves NAME.partial.npy, never a complete-looking NAME.npy; no
+ * NAME.npy.partial is left after a run. */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clapp/clapp.h"
+#include "testutil.h"
+
+#define CLAPP_BIN CLAPP_TEST_BINARY_DIR "/clapp"
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+    if (!f)
+        return strdup("");
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = calloc(1, (size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n)
+        buf[0] = 0;
+    fclose(f);
+    return buf;
+}
+
+static int count_substr(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* Rows of a 2-D float32 .npy whose header accounts for every byte; -1 if not. */
+static long npy_rows_consistent(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char pre[10];
+    char hdr[4096];
+    long rows = -1, cols = -1, size;
+    size_t hlen;
+    const char *shape;
+    if (!f)
+        return -1;
+    if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY\x01\x00", 8) != 0)
+        goto bad;
+    hlen = (size_t)pre[8] | ((size_t)pre[9] << 8);
+    if (hlen >= sizeof hdr || fread(hdr, 1, hlen, f) != hlen)
+        goto bad;
+    hdr[hlen] = 0;
+    if (!(shape = strstr(hdr, "'shape': (")) || sscanf(shape + 10, "%ld, %ld)", &rows, &cols) != 2)
+        goto bad;
+    fseek(f, 0, SEEK_END);
+    size = ftell(f);
+    fclose(f);
+    return size == 10 + (long)hlen + rows * cols * 4 ? rows : -1;
+bad:
+    fclose(f);
+    return -1;
+}
+
+typedef struct fixture {
+    char *dir, *err, *feat, *manifest, *pipe, *train_pipe, *ckpt;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    char *a = NULL, *text = NULL;
+    f->dir = tu_tmpdir("outputs");
+    f->err = tu_path(f->dir, "err.txt");
+    f->feat = tu_path(f->dir, "feat");
+    f->manifest = tu_path(f->dir, "m.tsv");
+    f->pipe = tu_path(f->dir, "p.pipe");
+    f->train_pipe = tu_path(f->dir, "t.pipe");
+    f->ckpt = tu_path(f->dir, "c.safetensors");
+    a = tu_path(f->dir, "a.flac");
+    assert_int_equal(tu_run("ffmpeg -nostdin -v error -y -f lavfi -i 'sine=frequency=300:duration=20' "
+                            "-ar 16000 -ac 1 '%s'", a), 0);
+    assert_int_equal(tu_write_text(f->manifest, "a.flac\n"), 0);
+    assert_true(asprintf(&text, "source rate=16000 block=4096 lanes=1 ! features name=feat out=%s/\n", f->feat) > 0);
+    assert_int_equal(tu_write_text(f->pipe, text), 0);
+    assert_int_equal(tu_write_text(f->train_pipe, "source rate=16000 block=4096 lanes=1 "
+                                   "! conv1d name=c out=4 kernel=4 stride=2 ! clapp name=l steps=2 negatives=2 window=0\n"),
+                     0);
+    free(text);
+    free(a);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    tu_rmtree(f->dir);
+    free(f->dir); free(f->err); free(f->feat); free(f->manifest); free(f->pipe); free(f->train_pipe);
+    free(f->ckpt);
+    free(f);
+    return 0;
+}
+
+static void test_metrics_full_disk(void **state)
+{
+    fixture *f = *state;
+    char *err, *blocks = NULL, e[512] = "";
+    assert_int_equal(tu_run("%s train '%s' --data '%s' --metrics /dev/full --checkpoint '%s' 2> '%s'; "
+                            "test $? -eq 1", CLAPP_BIN, f->train_pipe, f->manifest, f->ckpt, f->err), 0);
+    err = slurp(f->err);
+    assert_int_equal(count_substr(err, "/dev/full: cannot write the metrics"), 1);
+    /* The run stopped at the first block, and its checkpoint was written. */
+    assert_int_equal(clapp_checkpoint_metadata(f->ckpt, "blocks", &blocks, e, sizeof e), CLAPP_OK);
+    assert_string_equal(blocks, "1");
+    clapp_free(blocks);
+    free(err);
+    /* Metrics on a full standard output: the same. */
+    assert_int_equal(tu_run("%s train '%s' --data '%s' > /dev/full 2> '%s'; test $? -eq 1", CLAPP_BIN,
+                            f->train_pipe, f->manifest, f->err), 0);
+    err = slurp(f->err);
+    assert_int_equal(count_substr(err, "standard output: cannot write the metrics"), 1);
+    free(err);
+}
+
+static void test_dump_graph_full_disk(void **state)
+{
+    fixture *f = *state;
+    char *err;
+    assert_int_equal(tu_run("%s run '%s' --dump-graph > /dev/full 2> '%s'; test $? -eq 1", CLAPP_BIN,
+                            f->pipe, f->err), 0);
+    err = slurp(f->err);
+    assert_int_equal(count_substr(err, "standard output: cannot write the pipeline"), 1);
+    free(err);
+}
+
+/* Writes beyond 200 KiB fail (EFBIG, SIGXFSZ ignored): the features file is
+ * removed, the error names it, the run exits 1. */
+static void test_features_write_error(void **state)
+{
+    fixture *f = *state;
+    char *err;
+    assert_int_equal(tu_run("sh -c \"trap '' XFSZ; ulimit -f 200; exec %s run '%s' --data '%s'\" 2> '%s'; "
+                            "test $? -eq 1", CLAPP_BIN, f->pipe, f->manifest, f->err), 0);
+    err = slurp(f->err);
+    assert_int_equal(count_substr(err, "a.npy.partial: write failed"), 1);
+    assert_int_equal(tu_run("test -z \"$(ls -A '%s')\"", f->feat), 0);
+    free(err);
+}
+
+/* A file whose decoding fails mid-way: b.partial.npy (a valid array of what
+ * was decoded), no b.npy; the good file is a.npy; no temporary is left. */
+static void test_failed_input_marked_partial(void **state)
+{
+    fixture *f = *state;
+    char *a = tu_path(f->dir, "a.flac"), *b = tu_path(f->dir, "b.flac"), *err;
+    char *bpart = tu_path(f->feat, "b.partial.npy"), *anpy = tu_path(f->feat, "a.npy");
+    assert_int_equal(tu_run("python3 -c \"import random,sys; d=bytearray(open(sys.argv[1],'rb').read()); "
+                            "random.seed(1); n=len(d)//2\nfor i in range(n, n+4000): d[i]=random.randrange(256)\n"
+                            "open(sys.argv[2],'wb').write(d)\" '%s' '%s'", a, b), 0);
+    assert_int_equal(tu_write_text(f->manifest, "a.flac\nb.flac\n"), 0);
+    assert_int_equal(tu_run("%s run '%s' --data '%s' 2> '%s'; test $? -eq 1", CLAPP_BIN, f->pipe, f->manifest,
+                            f->err), 0);
+    err = slurp(f->err);
+    assert_int_equal(count_substr(err, "b.flac: truncated or corrupt data"), 1);
+    assert_int_equal(count_substr(err, "b.partial.npy"), 1);
+    assert_true(npy_rows_consistent(bpart) > 0);
+    assert_int_equal(npy_rows_consistent(anpy), 320000);
+    assert_int_equal(tu_run("cd '%s' && test \"$(ls | sort | tr '\\n' ' ')\" = 'a.npy b.partial.npy '", f->feat), 0);
+    free(err);
+    free(a);
+    free(b);
+    free(bpart);
+    free(anpy);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_metrics_full_disk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dump_graph_full_disk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_features_write_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_input_marked_partial, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,315 @@
+/* Never lose work: `clapp train` stopped by SIGINT or SIGTERM after a few
+ * blocks finishes the block, writes the final checkpoint (which loads), the
+ * metrics summary and .npy headers that match their data, says so once and
+ * exits 130 / 143; `clapp extract` likewise; an element failing mid-run
+ * still leaves the final checkpoint of the consistent weights. */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clapp/clapp.h"
+#include "testutil.h"
+
+#define CLAPP_BIN CLAPP_TEST_BINARY_DIR "/clapp"
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+    if (!f)
+        return strdup("");
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = calloc(1, (size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n)
+        buf[0] = 0;
+    fclose(f);
+    return buf;
+}
+
+/* The last line of text (its trailing newline ignored). */
+static const char *last_line(char *text)
+{
+    size_t n = strlen(text);
+    char *nl;
+    if (n && text[n - 1] == '\n')
+        text[n - 1] = 0;
+    nl = strrchr(text, '\n');
+    return nl ? nl + 1 : text;
+}
+
+static int count_substr(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* Start argv[] with standard output and error into files; returns the pid. */
+static pid_t spawn(char *const argv[], const char *out, const char *err)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen(out, "w", stdout) || !freopen(err, "w", stderr))
+            _exit(127);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Wait until file `path` holds at least n occurrences of needle (60 s at most). */
+static int wait_for(const char *path, const char *needle, int n)
+{
+    for (int i = 0; i < 600; i++) {
+        char *text = slurp(path);
+        int k = count_substr(text, needle);
+        free(text);
+        if (k >= n)
+            return 1;
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
+static int wait_status(pid_t pid)
+{
+    int ws = 0;
+    if (waitpid(pid, &ws, 0) != pid)
+        return -1;
+    if (getenv("CLAPP_TEST_VERBOSE"))
+        fprintf(stderr, "child %d: %s %d\n", (int)pid, WIFEXITED(ws) ? "exit" : "signal",
+                WIFEXITED(ws) ? WEXITSTATUS(ws) : WTERMSIG(ws));
+    return WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
+}
+
+/* A float32 .npy file whose header's shape accounts for every data byte;
+ * returns its rows (-1 if it does not). */
+static long npy_rows_consistent(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char pre[10];
+    char hdr[4096];
+    long rows = -1, cols = -1, size;
+    size_t hlen;
+    const char *shape;
+    if (!f)
+        return -1;
+    if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY\x01\x00", 8) != 0)
+        goto bad;
+    hlen = (size_t)pre[8] | ((size_t)pre[9] << 8);
+    if (hlen >= sizeof hdr || fread(hdr, 1, hlen, f) != hlen)
+        goto bad;
+    hdr[hlen] = 0;
+    if (!(shape = strstr(hdr, "'shape': (")) || sscanf(shape + 10, "%ld, %ld)", &rows, &cols) != 2)
+        goto bad;
+    fseek(f, 0, SEEK_END);
+    size = ftell(f);
+    fclose(f);
+    if (getenv("CLAPP_TEST_VERBOSE"))
+        fprintf(stderr, "%s: %ld x %ld, %ld bytes\n", path, rows, cols, size);
+    return size == 10 + (long)hlen + rows * cols * 4 ? rows : -1;
+bad:
+    fclose(f);
+    return -1;
+}
+
+typedef struct fixture {
+    char *dir, *pipe, *manifest, *ckpt, *metrics, *out, *err, *feat;
+    char  text[1024];
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    char *wav;
+    f->dir = tu_tmpdir("signals");
+    f->pipe = tu_path(f->dir, "p.pipe");
+    f->manifest = tu_path(f->dir, "m.tsv");
+    f->ckpt = tu_path(f->dir, "c.safetensors");
+    f->metrics = tu_path(f->dir, "metrics.jsonl");
+    f->out = tu_path(f->dir, "out.txt");
+    f->err = tu_path(f->dir, "err.txt");
+    f->feat = tu_path(f->dir, "feat");
+    wav = tu_path(f->dir, "a.wav");
+    assert_int_equal(tu_run("ffmpeg -nostdin -v error -y -f lavfi -i 'sine=frequency=440:duration=30' "
+                            "-ar 16000 -ac 1 '%s'", wav), 0);
+    assert_int_equal(tu_write_text(f->manifest, "a.wav\n"), 0);
+    snprintf(f->text, sizeof f->text,
+             "source rate=16000 block=2048 lanes=1 ! conv1d name=c1 out=8 kernel=10 stride=5 pad=2 "
+             "! clapp name=l1 steps=2 negatives=3 window=0 ! features name=feat out=%s/\n", f->feat);
+    assert_int_equal(tu_write_text(f->pipe, f->text), 0);
+    free(wav);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    tu_rmtree(f->dir);
+    free(f->dir); free(f->pipe); free(f->manifest); free(f->ckpt); free(f->metrics);
+    free(f->out); free(f->err); free(f->feat);
+    free(f);
+    return 0;
+}
+
+/* The checkpoint loads into the pipeline; returns its "blocks". */
+static long checkpoint_blocks(const fixture *f)
+{
+    clapp_pipeline *p = NULL;
+    clapp_options o;
+    char *blocks = NULL, err[512] = "";
+    long n;
+    clapp_options_init(&o);
+    o.learn = 1;
+    assert_int_equal(clapp_pipeline_create_from_text(&p, f->text, NULL, 0, &o), CLAPP_OK);
+    assert_int_equal(clapp_pipeline_open_manifest(p, f->manifest, 1), CLAPP_OK);
+    if (clapp_pipeline_load(p, f->ckpt) != CLAPP_OK)
+        fail_msg("%s does not load: %s", f->ckpt, clapp_pipeline_error(p));
+    clapp_pipeline_destroy(p);
+    assert_int_equal(clapp_checkpoint_metadata(f->ckpt, "blocks", &blocks, err, sizeof err), CLAPP_OK);
+    n = strtol(blocks, NULL, 10);
+    clapp_free(blocks);
+    return n;
+}
+
+static void interrupted_train(fixture *f, int sig, int want_status, const char *name)
+{
+    char *argv[] = {CLAPP_BIN, "train", f->pipe, "--data", f->manifest, "--epochs", "1000", "--checkpoint",
+                    f->ckpt, "--metrics", f->metrics, "--diag-every", "0", NULL};
+    char *npy = tu_path(f->feat, "a.npy"), *err, *metrics;
+    const char *last;
+    pid_t pid;
+    int status;
+    long rows, blocks;
+
+    pid = spawn(argv, f->out, f->err);
+    assert_true(pid > 0);
+    if (!wait_for(f->metrics, "\"event\":\"block\"", 3)) {
+        kill(pid, SIGKILL);
+        wait_status(pid);
+        fail_msg("the run did not reach 3 blocks");
+    }
+    assert_int_equal(kill(pid, sig), 0);
+    status = wait_status(pid);
+    err = slurp(f->err);
+    metrics = slurp(f->metrics);
+    if (status != want_status)
+        fail_msg("exit %d, expected %d; stderr:\n%s", status, want_status, err);
+    /* One message, naming the signal and the checkpoint. */
+    assert_int_equal(count_substr(err, "interrupted by"), 1);
+    assert_non_null(strstr(err, name));
+    assert_non_null(strstr(err, f->ckpt));
+    /* The summary closes the metrics and says the run was interrupted. */
+    last = last_line(metrics);
+    assert_non_null(strstr(last, "\"event\":\"summary\""));
+    assert_non_null(strstr(last, name));
+    /* The checkpoint loads and holds every block the metrics list. */
+    blocks = checkpoint_blocks(f);
+    assert_true(blocks >= 3);
+    assert_int_equal(blocks, count_substr(metrics, "\"event\":\"block\""));
+    /* The features file's header matches its data. */
+    rows = npy_rows_consistent(npy);
+    assert_true(rows > 0);
+    free(err);
+    free(metrics);
+    free(npy);
+}
+
+static void test_sigint_saves(void **state)
+{
+    interrupted_train(*state, SIGINT, 130, "SIGINT");
+}
+
+static void test_sigterm_saves(void **state)
+{
+    interrupted_train(*state, SIGTERM, 143, "SIGTERM");
+}
+
+/* An element failing at block 5: exit 1 naming it, and the checkpoint of
+ * the 4 blocks before, plus the summary line. */
+static void test_element_failure_keeps_checkpoint(void **state)
+{
+    fixture *f = *state;
+    char *pipe = tu_path(f->dir, "fail.pipe"), *err, *metrics;
+    char text[1200];
+    snprintf(text, sizeof text, "%.*s ! fixture_fail_at name=boom at=5\n", (int)strcspn(f->text, "\n"), f->text);
+    assert_int_equal(tu_write_text(pipe, text), 0);
+    assert_int_equal(tu_run("CLAPP_PLUGIN_PATH=%s %s train '%s' --data '%s' --checkpoint '%s' --metrics '%s' "
+                            "--diag-every 0 2> '%s'; test $? -eq 1", CLAPP_TEST_FIXTURE_DIR, CLAPP_BIN, pipe,
+                            f->manifest, f->ckpt, f->metrics, f->err), 0);
+    err = slurp(f->err);
+    metrics = slurp(f->metrics);
+    assert_non_null(strstr(err, "boom"));
+    assert_non_null(strstr(last_line(metrics), "\"event\":\"summary\""));
+    assert_int_equal(count_substr(metrics, "\"event\":\"block\""), 4);
+    /* The weights after block 4: load them into the pipeline without the fixture. */
+    {
+        char *blocks = NULL, e[512] = "";
+        assert_int_equal(clapp_checkpoint_metadata(f->ckpt, "blocks", &blocks, e, sizeof e), CLAPP_OK);
+        assert_string_equal(blocks, "4");
+        clapp_free(blocks);
+    }
+    assert_true(checkpoint_blocks(f) == 4);
+    free(err);
+    free(metrics);
+    free(pipe);
+}
+
+/* clapp extract: SIGINT stops it with the features so far and their headers right. */
+static void test_extract_sigint(void **state)
+{
+    fixture *f = *state;
+    char *outdir = tu_path(f->dir, "x"), *npy = tu_path(outdir, "a0.c1.npy"), *err;
+    char *argv[] = {CLAPP_BIN, "extract", f->pipe, "--random-init", "--data", f->manifest, "--out", outdir,
+                    "--element", "c1", NULL};
+    pid_t pid;
+    int status;
+    /* Slow enough to be caught: 200 entries, each the same 30 s file. */
+    FILE *m = fopen(f->manifest, "w");
+    assert_non_null(m);
+    for (int i = 0; i < 200; i++) {
+        assert_int_equal(tu_run("ln -sf a.wav '%s/a%d.wav'", f->dir, i), 0);
+        fprintf(m, "a%d.wav\n", i);
+    }
+    fclose(m);
+    pid = spawn(argv, f->out, f->err);
+    assert_true(pid > 0);
+    /* The loop runs once the first file's features exist. */
+    for (int i = 0; i < 600 && access(npy, F_OK) != 0; i++) {
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(kill(pid, SIGINT), 0);
+    status = wait_status(pid);
+    err = slurp(f->err);
+    if (status != 130)
+        fail_msg("exit %d, expected 130; stderr:\n%s", status, err);
+    assert_int_equal(count_substr(err, "interrupted by SIGINT"), 1);
+    assert_true(npy_rows_consistent(npy) > 0);
+    free(err);
+    free(npy);
+    free(outdir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_sigint_saves, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_saves, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_element_failure_keeps_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_extract_sigint, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
