@@ -182,12 +182,15 @@ def main():
             for key in keys:
                 cs = sorted((c for c in curves if c["eval"] == ev and (c["data"], c["encoder"], c["element"]) == key),
                             key=lambda c: c["snapshot"])
-                ax.errorbar([c[xkey] for c in cs], [100 * c["accuracy"] for c in cs],
-                            yerr=[100 * c["sd"] for c in cs], marker="o", ms=3, capsize=2,
+                # every curve starts at its random init (0 minutes, 0 hours)
+                x0, y0, e0 = ([0.0], [100 * cs[0]["random"]], [0.0]) if cs[0]["random"] is not None else ([], [], [])
+                ax.errorbar(x0 + [c[xkey] for c in cs], y0 + [100 * c["accuracy"] for c in cs],
+                            yerr=e0 + [100 * c["sd"] for c in cs], marker="o", ms=3, capsize=2,
                             label="%s: %s @ %s" % key)
             ax.set_xlabel("training minutes" if xkey == "minutes" else "hours of audio seen")
             ax.set_ylabel("test accuracy (%)")
             ax.set_title("%s — %s" % (a.title, ev))
+            ax.set_xlim(left=0)
             ax.grid(alpha=0.3)
             if row == 0:
                 ax.legend(fontsize=7)
