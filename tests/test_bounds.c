@@ -15,23 +15,6 @@
 
 #define CLAPP_BIN CLAPP_TEST_BINARY_DIR "/clapp"
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf;
-    long n;
-    if (!f)
-        return strdup("");
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = calloc(1, (size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n)
-        buf[0] = 0;
-    fclose(f);
-    return buf;
-}
-
 /* Run `clapp ARGS` in dir with a 10 s CPU and 30 s wall-clock limit
  * (unbounded reading or waiting would hit one); expect exit status want and
  * stderr containing needle. */
@@ -39,7 +22,7 @@ static void expect(const char *dir, int want, const char *needle, const char *ar
 {
     char *errp = tu_path(dir, "err.txt"), *err;
     int rc = tu_run("cd '%s' && (ulimit -t 10; timeout 30 %s %s) 2> err.txt; test $? -eq %d", dir, CLAPP_BIN, args, want);
-    err = slurp(errp);
+    err = tu_read_text(errp);
     if (rc != 0 || !strstr(err, needle))
         fail_msg("clapp %s: expected exit %d and '%s'; stderr:\n%s", args, want, needle, err);
     free(err);

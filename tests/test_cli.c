@@ -20,23 +20,6 @@ typedef struct cmd_result {
     char *out, *err;  /* captured standard output and error */
 } cmd_result;
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf;
-    long n;
-    if (!f)
-        return strdup("");
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = calloc(1, (size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n)
-        buf[0] = 0;
-    fclose(f);
-    return buf;
-}
-
 /* Run a shell command, capturing output and the child's peak RSS. */
 static cmd_result run_cmd(const char *dir, const char *fmt, ...)
 {
@@ -61,8 +44,8 @@ static cmd_result run_cmd(const char *dir, const char *fmt, ...)
         r.status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
         r.maxrss_kb = ru.ru_maxrss;
     }
-    r.out = slurp(outp);
-    r.err = slurp(errp);
+    r.out = tu_read_text(outp);
+    r.err = tu_read_text(errp);
     if (getenv("CLAPP_TEST_VERBOSE"))
         fprintf(stderr, "$ %s\n-> %d\n%s%s", cmd, r.status, r.out, r.err);
     free(cmd);

@@ -16,23 +16,6 @@
 
 #define CLAPP_BIN CLAPP_TEST_BINARY_DIR "/clapp"
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf;
-    long n;
-    if (!f)
-        return strdup("");
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = calloc(1, (size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n)
-        buf[0] = 0;
-    fclose(f);
-    return buf;
-}
-
 static int count_substr(const char *hay, const char *needle)
 {
     int n = 0;
@@ -115,7 +98,7 @@ static void test_metrics_full_disk(void **state)
     char *err, *blocks = NULL, e[512] = "";
     assert_int_equal(tu_run("%s train '%s' --data '%s' --metrics /dev/full --checkpoint '%s' 2> '%s'; "
                             "test $? -eq 1", CLAPP_BIN, f->train_pipe, f->manifest, f->ckpt, f->err), 0);
-    err = slurp(f->err);
+    err = tu_read_text(f->err);
     assert_int_equal(count_substr(err, "/dev/full: cannot write the metrics"), 1);
     /* The run stopped at the first block, and its checkpoint was written. */
     assert_int_equal(clapp_checkpoint_metadata(f->ckpt, "blocks", &blocks, e, sizeof e), CLAPP_OK);
@@ -125,7 +108,7 @@ static void test_metrics_full_disk(void **state)
     /* Metrics on a full standard output: the same. */
     assert_int_equal(tu_run("%s train '%s' --data '%s' > /dev/full 2> '%s'; test $? -eq 1", CLAPP_BIN,
                             f->train_pipe, f->manifest, f->err), 0);
-    err = slurp(f->err);
+    err = tu_read_text(f->err);
     assert_int_equal(count_substr(err, "standard output: cannot write the metrics"), 1);
     free(err);
 }
@@ -136,7 +119,7 @@ static void test_dump_graph_full_disk(void **state)
     char *err;
     assert_int_equal(tu_run("%s run '%s' --dump-graph > /dev/full 2> '%s'; test $? -eq 1", CLAPP_BIN,
                             f->pipe, f->err), 0);
-    err = slurp(f->err);
+    err = tu_read_text(f->err);
     assert_int_equal(count_substr(err, "standard output: cannot write the pipeline"), 1);
     free(err);
 }
@@ -149,7 +132,7 @@ static void test_features_write_error(void **state)
     char *err;
     assert_int_equal(tu_run("sh -c \"trap '' XFSZ; ulimit -f 200; exec %s run '%s' --data '%s'\" 2> '%s'; "
                             "test $? -eq 1", CLAPP_BIN, f->pipe, f->manifest, f->err), 0);
-    err = slurp(f->err);
+    err = tu_read_text(f->err);
     assert_int_equal(count_substr(err, "a.npy.partial: write failed"), 1);
     assert_int_equal(tu_run("test -z \"$(ls -A '%s')\"", f->feat), 0);
     free(err);
@@ -168,7 +151,7 @@ static void test_failed_input_marked_partial(void **state)
     assert_int_equal(tu_write_text(f->manifest, "a.flac\nb.flac\n"), 0);
     assert_int_equal(tu_run("%s run '%s' --data '%s' 2> '%s'; test $? -eq 1", CLAPP_BIN, f->pipe, f->manifest,
                             f->err), 0);
-    err = slurp(f->err);
+    err = tu_read_text(f->err);
     assert_int_equal(count_substr(err, "b.flac: truncated or corrupt data"), 1);
     assert_int_equal(count_substr(err, "b.partial.npy"), 1);
     assert_true(npy_rows_consistent(bpart) > 0);

@@ -18,23 +18,6 @@
 
 #define CLAPP_BIN CLAPP_TEST_BINARY_DIR "/clapp"
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf;
-    long n;
-    if (!f)
-        return strdup("");
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = calloc(1, (size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n)
-        buf[0] = 0;
-    fclose(f);
-    return buf;
-}
-
 /* The last line of text (its trailing newline ignored). */
 static const char *last_line(char *text)
 {
@@ -71,7 +54,7 @@ static pid_t spawn(char *const argv[], const char *out, const char *err)
 static int wait_for(const char *path, const char *needle, int n)
 {
     for (int i = 0; i < 600; i++) {
-        char *text = slurp(path);
+        char *text = tu_read_text(path);
         int k = count_substr(text, needle);
         free(text);
         if (k >= n)
@@ -203,8 +186,8 @@ static void interrupted_train(fixture *f, int sig, int want_status, const char *
     }
     assert_int_equal(kill(pid, sig), 0);
     status = wait_status(pid);
-    err = slurp(f->err);
-    metrics = slurp(f->metrics);
+    err = tu_read_text(f->err);
+    metrics = tu_read_text(f->metrics);
     if (status != want_status)
         fail_msg("exit %d, expected %d; stderr:\n%s", status, want_status, err);
     /* One message, naming the signal and the checkpoint. */
@@ -249,8 +232,8 @@ static void test_element_failure_keeps_checkpoint(void **state)
     assert_int_equal(tu_run("CLAPP_PLUGIN_PATH=%s %s train '%s' --data '%s' --checkpoint '%s' --metrics '%s' "
                             "--diag-every 0 2> '%s'; test $? -eq 1", CLAPP_TEST_FIXTURE_DIR, CLAPP_BIN, pipe,
                             f->manifest, f->ckpt, f->metrics, f->err), 0);
-    err = slurp(f->err);
-    metrics = slurp(f->metrics);
+    err = tu_read_text(f->err);
+    metrics = tu_read_text(f->metrics);
     assert_non_null(strstr(err, "boom"));
     assert_non_null(strstr(last_line(metrics), "\"event\":\"summary\""));
     assert_int_equal(count_substr(metrics, "\"event\":\"block\""), 4);
@@ -293,7 +276,7 @@ static void test_extract_sigint(void **state)
     }
     assert_int_equal(kill(pid, SIGINT), 0);
     status = wait_status(pid);
-    err = slurp(f->err);
+    err = tu_read_text(f->err);
     if (status != 130)
         fail_msg("exit %d, expected 130; stderr:\n%s", status, err);
     assert_int_equal(count_substr(err, "interrupted by SIGINT"), 1);

@@ -75,6 +75,23 @@ float *tu_read_f32(const char *path, size_t *n)
     return buf;
 }
 
+char *tu_read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+    if (!f)
+        return strdup("");
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = calloc(1, (size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n)
+        buf[0] = 0;
+    fclose(f);
+    return buf;
+}
+
 int tu_write_text(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");

@@ -19,6 +19,9 @@ void  tu_rmtree(const char *dir);
 int   tu_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Read a whole file of float32 values. Caller frees. NULL on error. */
 float *tu_read_f32(const char *path, size_t *n);
+/* A whole file as a NUL-terminated string ("" when it cannot be read).
+ * Caller frees. */
+char *tu_read_text(const char *path);
 /* Write text to a file; returns 0 on success. */
 int   tu_write_text(const char *path, const char *text);
 /* Path join into a malloc'd string. */
