@@ -58,6 +58,9 @@ def main():
                     help="ENC:NAME ... the baseline of each encoder: WORK/eval/NAME-s<seed>.<ev>.json "
                          "(default: random for every encoder)")
     ap.add_argument("--title", default="Phoneme probes")
+    ap.add_argument("--plot-encoders", default="",
+                    help="ENC ... draw only these encoders' curves (default: all; the table has all)")
+    ap.add_argument("--png", default="curves.png", help="plot file name inside WORK (default curves.png)")
     a = ap.parse_args()
     seeds, encs, datas, evals = a.seeds.split(), a.encoders.split(), a.data.split(), a.evals.split()
     ev_dir = os.path.join(a.work, "eval")
@@ -178,14 +181,18 @@ def main():
                     ax.axhline(100 * r["mean"], ls="--", lw=1, color="gray")
                     ax.text(0.01, 100 * r["mean"], "%s %s" % (name, el), va="bottom", fontsize=7, color="gray",
                             transform=ax.get_yaxis_transform())
-            keys = sorted({(c["data"], c["encoder"], c["element"]) for c in curves if c["eval"] == ev})
-            for key in keys:
+            shown = set(a.plot_encoders.split()) or set(encs)
+            keys = sorted({(c["data"], c["encoder"], c["element"]) for c in curves
+                           if c["eval"] == ev and c["encoder"] in shown})
+            colors = plt.get_cmap("tab20").colors
+            for i, key in enumerate(keys):
                 cs = sorted((c for c in curves if c["eval"] == ev and (c["data"], c["encoder"], c["element"]) == key),
                             key=lambda c: c["snapshot"])
                 # every curve starts at its random init (0 minutes, 0 hours)
                 x0, y0, e0 = ([0.0], [100 * cs[0]["random"]], [0.0]) if cs[0]["random"] is not None else ([], [], [])
                 ax.errorbar(x0 + [c[xkey] for c in cs], y0 + [100 * c["accuracy"] for c in cs],
                             yerr=e0 + [100 * c["sd"] for c in cs], marker="o", ms=3, capsize=2,
+                            color=colors[i % len(colors)], ls="-" if key[2] != "gru" else "--",
                             label="%s: %s @ %s" % key)
             ax.set_xlabel("training minutes" if xkey == "minutes" else "hours of audio seen")
             ax.set_ylabel("test accuracy (%)")
@@ -195,8 +202,8 @@ def main():
             if row == 0:
                 ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(a.work, "curves.png"), dpi=90)
-    print("plot: %s" % os.path.join(a.work, "curves.png"))
+    fig.savefig(os.path.join(a.work, a.png), dpi=90)
+    print("plot: %s" % os.path.join(a.work, a.png))
 
 
 if __name__ == "__main__":
