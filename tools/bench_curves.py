@@ -194,7 +194,7 @@ def main():
                             yerr=e0 + [100 * c["sd"] for c in cs], marker="o", ms=3, capsize=2,
                             color=colors[i % len(colors)], ls="-" if key[2] != "gru" else "--",
                             label="%s: %s @ %s" % key)
-            ax.set_xlabel("training minutes" if xkey == "minutes" else "hours of audio seen")
+            ax.set_xlabel("training minutes" if xkey == "minutes" else "hours of media seen")
             ax.set_ylabel("test accuracy (%)")
             ax.set_title("%s — %s" % (a.title, ev))
             ax.set_xlim(left=0)
