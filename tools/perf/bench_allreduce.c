@@ -1,7 +1,7 @@
 /* bench_allreduce — what `mpirun -np N clapp train` sends per step, and how
  * long this machine's MPI takes for it.
  *
- *   mpirun -np N bench_allreduce [PIPE] [--floats N] [--reps R] [--warmup W] [--json]
+ *   mpirun -np N bench_allreduce [PIPE] [--set NAME.KEY=VALUE]... [--floats N] [--reps R] [--warmup W] [--json]
  *
  * With PIPE (default pipelines/audio_clapp.pipe) the learning tensors of the
  * pipeline's graph are listed per element (what the clapp command's reducer
@@ -36,8 +36,8 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* The learning floats of PIPE's graph, per element (names[k], floats[k]). */
-static int count_pipeline(const char *pipe, int64_t *total, char names[][64], int64_t *floats, int *n_elems,
-                          char *err, size_t errlen)
+static int count_pipeline(const char *pipe, char **sets, int n_sets, int64_t *total, char names[][64],
+                          int64_t *floats, int *n_elems, char *err, size_t errlen)
 {
     clapp_host host = {sizeof(clapp_host), NULL, NULL};
     clapp_registry reg;
@@ -51,8 +51,12 @@ static int count_pipeline(const char *pipe, int64_t *total, char names[][64], in
     memset(&g, 0, sizeof g);
     if ((rc = clapp_registry_init_default(&reg, &host)) < 0)
         return rc;
-    if ((rc = clapp_pipedesc_parse_file(&pd, pipe, err, errlen)) < 0 ||
-        (rc = clapp_pipedesc_resolve(&pd, &reg, err, errlen)) < 0)
+    if ((rc = clapp_pipedesc_parse_file(&pd, pipe, err, errlen)) < 0)
+        goto done;
+    for (int i = 0; i < n_sets; i++)
+        if ((rc = clapp_pipedesc_set(&pd, sets[i], err, errlen)) < 0)
+            goto done;
+    if ((rc = clapp_pipedesc_resolve(&pd, &reg, err, errlen)) < 0)
         goto done;
     memset(&src, 0, sizeof src);
     src.ndim = 3;
@@ -94,7 +98,8 @@ int main(int argc, char **argv)
 {
     const char *pipe = NULL;
     int64_t n = 0, floats[MAX_ELEMS];
-    int reps = 10, warmup = 2, json = 0, rank = 0, ranks = 1, n_elems = 0, status = 0;
+    int reps = 10, warmup = 2, json = 0, rank = 0, ranks = 1, n_elems = 0, status = 0, n_sets = 0;
+    char **sets = calloc((size_t)argc + 1, sizeof *sets);
     static char names[MAX_ELEMS][64];
     char err[2048] = "";
     float *buf = NULL;
@@ -106,6 +111,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--floats") && i + 1 < argc)
             n = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--set") && i + 1 < argc && sets)
+            sets[n_sets++] = argv[++i];
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--warmup") && i + 1 < argc)
@@ -116,8 +123,8 @@ int main(int argc, char **argv)
             pipe = argv[i];
         else {
             if (rank == 0)
-                fprintf(stderr, "usage: mpirun -np N bench_allreduce [PIPE] [--floats N] [--reps R] "
-                        "[--warmup W] [--json]\n");
+                fprintf(stderr, "usage: mpirun -np N bench_allreduce [PIPE] [--set NAME.KEY=VALUE]... [--floats N] "
+                        "[--reps R] [--warmup W] [--json]\n");
             MPI_Finalize();
             return 2;
         }
@@ -127,7 +134,7 @@ int main(int argc, char **argv)
     if (n <= 0) {
         if (!pipe)
             pipe = "pipelines/audio_clapp.pipe";
-        if (count_pipeline(pipe, &n, names, floats, &n_elems, err, sizeof err) < 0) {
+        if (count_pipeline(pipe, sets, n_sets, &n, names, floats, &n_elems, err, sizeof err) < 0) {
             if (rank == 0)
                 fprintf(stderr, "bench_allreduce: %s\n", err[0] ? err : "cannot build the graph");
             MPI_Finalize();
@@ -189,6 +196,7 @@ int main(int argc, char **argv)
     }
     free(buf);
     free(times);
+    free(sets);
     MPI_Finalize();
     return status;
 }
