@@ -55,6 +55,7 @@ static void extract_usage(void)
            "every layer; the source's name gives the decoded input) to DIR/<key>.<element>.npy (float32, one\n"
            "row per time step) with a JSON sidecar DIR/<key>.<element>.json (element, rate,\n"
            "pts_first, frames, dims, checkpoint, pipeline). Memory is bounded by the block size.\n"
+           "Under mpirun -np N each rank extracts its share of the files.\n"
            "Exit status as 'clapp run'.\n");
 }
 

@@ -25,7 +25,8 @@ static void usage(FILE *f)
             "                               write features (.npy + .json sidecar) per file and element\n"
             "  validate PLUGIN.so           check a plugin against the ABI (lifecycle, seed, gradients)\n"
             "\n"
-            "'clapp COMMAND --help' describes a command.\n");
+            "'clapp COMMAND --help' describes a command. train and extract also run data parallel\n"
+            "under mpirun -np N.\n");
 }
 
 static int dispatch(int argc, char **argv)
