@@ -447,13 +447,13 @@ static int stream_loop(stream_run *r, const cli_options *o, int learn)
         /* Every rank is here after the same step. */
         uint64_t hash;
         double files[2];
+        clapp_pipeline_run_info(r->p, &ri);
         if (learn && !cli_dist_check_weights(&r->dist, &hash))
             status = CLI_FAILED;
         else if (learn && writer && o->verbosity > 1)
             fprintf(stderr, "clapp: the %d ranks hold identical weights (fnv1a64 %016llx) after %lld "
                     "steps; %.3f s in the gradient allreduce\n", r->dist.ranks, (unsigned long long)hash,
-                    (long long)r->dist.reductions, r->dist.reduce_seconds);
-        clapp_pipeline_run_info(r->p, &ri);
+                    (long long)ri.blocks, r->dist.reduce_seconds);
         files[0] = ri.files_done;
         files[1] = ri.files_failed;
         cli_dist_sum(&r->dist, files, 2);
@@ -502,10 +502,11 @@ static int stream_loop(stream_run *r, const cli_options *o, int learn)
         status = CLI_FAILED;
     }
     if (sig) {
-        fprintf(stderr, "clapp: interrupted by %s: stopped after block %lld%s%s%s%s\n", cli_signal_name(sig),
-                (long long)ri.blocks, saved ? "; checkpoint saved to " : "", saved ? o->checkpoint : "",
-                r->metrics_name && !r->metrics_failed ? "; metrics summary written to " : "",
-                r->metrics_name && !r->metrics_failed ? r->metrics_name : "");
+        if (writer)
+            fprintf(stderr, "clapp: interrupted by %s: stopped after block %lld%s%s%s%s\n", cli_signal_name(sig),
+                    (long long)ri.blocks, saved ? "; checkpoint saved to " : "", saved ? o->checkpoint : "",
+                    r->metrics_name && !r->metrics_failed ? "; metrics summary written to " : "",
+                    r->metrics_name && !r->metrics_failed ? r->metrics_name : "");
         status = cli_interrupt_status(sig);
     }
     return status;
