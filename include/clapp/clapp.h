@@ -203,9 +203,9 @@ CLAPP_API int clapp_pipeline_class_name(const clapp_pipeline *p, int i, const ch
  * ranks, say) train one model, each on its share of the data, and `hook`
  * (NULL: none) combines their gradients before every optimizer step
  * (clapp_grad_hook). In manifest mode, of each epoch's order of the
- * manifest (shuffled from the seed alike in every process) this process
- * reads the positions shard, shard + shards, ...; clapp_pipeline_open_files
- * too. The weights start from the seed alike everywhere; the loss elements
+ * manifest (with the source's shuffle=true, shuffled from the seed alike in
+ * every process) this process reads the positions shard, shard + shards,
+ * ...; clapp_pipeline_open_files too. The weights start from the seed alike everywhere; the loss elements
  * of shard k > 0 draw their own negatives (their PRNG state mixed with k).
  * Checkpoints record shards, and resume refuses another number. Default:
  * shard 0 of 1, no hook. A separate call rather than clapp_options fields,
