@@ -63,6 +63,11 @@ struct clapp_pipeline {
     clapp_graph         graph;
     int                 have_graph;
     const clapp_block  *last;      /* the source block of the last step */
+    int32_t             shard, shards;   /* data parallelism (set_data_parallel) */
+    clapp_grad_hook     grad_hook;
+    void               *grad_user;
+    clapp_grad         *grads;     /* with a gradient hook: every optimizer slot's gradient */
+    int32_t             n_grads;
     /* push mode */
     clapp_block         pblk;
     push_lane          *pl;
@@ -238,6 +243,7 @@ static int create_common(clapp_pipeline **out, const char *text, const char *pat
     if (p->pd.n < 1 || p->pd.elems[0].desc->kind != CLAPP_KIND_SOURCE)
         return fail(p, CLAPP_E_FORMAT, "%s:%d:%d: a pipeline starts with 'source'", p->pd.file,
                     p->pd.n ? p->pd.elems[0].line : 1, p->pd.n ? p->pd.elems[0].col : 1);
+    p->shards = 1;
     p->learn_capable = p->opt.learn != 0;
     p->created = 1;
     return CLAPP_OK;
@@ -320,6 +326,25 @@ int clapp_pipeline_override(clapp_pipeline *p, const char *assignment)
     if ((rc = clapp_pipedesc_resolve(&p->pd, &p->reg, p->err, sizeof p->err)) < 0)
         p->created = 0;
     return rc;
+}
+
+int clapp_pipeline_set_data_parallel(clapp_pipeline *p, int32_t shard, int32_t shards,
+                                     clapp_grad_hook hook, void *user)
+{
+    int rc = check_handle(p);
+    if (rc < 0)
+        return rc;
+    if (p->mode != MODE_NONE)
+        return fail(p, CLAPP_E_STATE, "set_data_parallel: the pipeline is open already; set it before "
+                    "opening");
+    if (shards < 1 || shard < 0 || shard >= shards)
+        return fail(p, CLAPP_E_INVAL, "set_data_parallel: shard %d of %d: expected 0 <= shard < shards",
+                    shard, shards);
+    p->shard = shard;
+    p->shards = shards;
+    p->grad_hook = hook;
+    p->grad_user = user;
+    return CLAPP_OK;
 }
 
 int clapp_pipeline_text(const clapp_pipeline *p, char **text)
@@ -434,9 +459,25 @@ static int create_graph(clapp_pipeline *p)
         gp.optim.decoupled_wd = p->opt.weight_decay > 0;
     }
     gp.diag_every = p->opt.diag_every;
+    gp.shard = p->shard;
+    gp.shards = p->shards;
     rc = clapp_graph_create(&p->graph, &p->pd, &p->info, &gp, &p->host, p->err, sizeof p->err);
     p->have_graph = 1;
-    return rc;
+    if (rc < 0 || !gp.learn || !p->grad_hook)
+        return rc;
+    /* What the gradient hook is handed: the optimizer's slots, in order. */
+    p->n_grads = p->graph.optim.n;
+    p->grads = calloc((size_t)p->n_grads + 1, sizeof *p->grads);
+    if (!p->grads)
+        return fail(p, CLAPP_E_NOMEM, "out of memory");
+    for (int32_t i = 0; i < p->n_grads; i++) {
+        const clapp_optim_slot *sl = &p->graph.optim.slots[i];
+        p->grads[i].name = sl->name;
+        p->grads[i].grad = sl->grad->data;
+        p->grads[i].value = sl->value->data;
+        p->grads[i].numel = clapp_tensor_numel(sl->value);
+    }
+    return CLAPP_OK;
 }
 
 static int check_open(clapp_pipeline *p)
@@ -449,6 +490,8 @@ static int check_open(clapp_pipeline *p)
                     p->pd.file);
     clapp_source_params_from_values(&p->sp, p->pd.elems[0].values, p->pd.elems[0].desc->n_params);
     p->sp.seed = p->opt.seed;
+    p->sp.shard = p->shard;
+    p->sp.shards = p->shards;
     p->sp.classes = &p->classes;
     return CLAPP_OK;
 }
@@ -764,7 +807,11 @@ static int start_source(clapp_pipeline *p)
         return fail(p, rc, "cannot start decoding (status %d)", rc);
     p->started = 1;
     for (int64_t k = 0; k < p->skip_blocks; k++) {
-        if ((rc = clapp_source_next(p->src, &blk)) <= 0)
+        /* Sharded: every step counts on every process, so a process whose
+         * share ended earlier simply has nothing left. */
+        if ((rc = clapp_source_next(p->src, &blk)) == 0 && p->shards > 1)
+            break;
+        if (rc <= 0)
             return fail(p, rc < 0 ? rc : CLAPP_E_INVAL, "cannot resume: the data ends before block %lld "
                         "of the checkpoint (another manifest, --epochs or --seed?)", (long long)p->skip_blocks);
         for (int32_t b = 0; b < blk->lanes; b++)
@@ -773,9 +820,21 @@ static int start_source(clapp_pipeline *p)
     return CLAPP_OK;
 }
 
+/* The gradients of this step through the gradient hook; *count: in, the
+ * blocks of this process (0 or 1); out, the blocks the hook combined. */
+static int run_grad_hook(clapp_pipeline *p, int64_t *count)
+{
+    int rc = p->grad_hook(p->grad_user, p->grads, p->n_grads, count);
+    if (rc < 0)
+        return fail(p, rc, "the gradient hook failed (status %d: %s)", rc, clapp_status_string(rc));
+    return CLAPP_OK;
+}
+
 int clapp_pipeline_step(clapp_pipeline *p)
 {
     const clapp_block *blk = NULL;
+    const int hook = p && p->grads && p->graph.p.learn;
+    int64_t count = 1;
     int rc = check_running(p, "step");
     if (rc < 0)
         return rc;
@@ -787,19 +846,35 @@ int clapp_pipeline_step(clapp_pipeline *p)
             return fail(p, rc, "the source failed (status %d; see the log)", rc);
         if (rc == 0) {
             p->stepped = 0;   /* the last block went back to the source */
-            return 0;
+            if (!hook)
+                return 0;
+            /* Out of data: zero gradients, counted as none, while others learn. */
+            count = 0;
+            clapp_optim_zero_grad(&p->graph.optim);
+            if ((rc = run_grad_hook(p, &count)) < 0)
+                return rc;
+            if (count <= 0)
+                return 0;
+            clapp_graph_apply(&p->graph);
+            return 2;
         }
     } else {
         if (!fill_push_block(p))
             return 0;
         blk = &p->pblk;
     }
-    if ((rc = clapp_graph_process(&p->graph, blk, p->err, sizeof p->err)) < 0)
+    if ((rc = clapp_graph_compute(&p->graph, blk, p->err, sizeof p->err)) < 0)
         return rc;
     for (int32_t b = 0; b < blk->lanes; b++)
         p->steps += blk->lane[b].len;
     p->last = blk;
     p->stepped = 1;
+    if (hook && (rc = run_grad_hook(p, &count)) < 0)
+        return rc;
+    if (count > 0)
+        clapp_graph_apply(&p->graph);
+    else   /* a hook that drops this step: nothing applied, nothing kept */
+        clapp_optim_zero_grad(&p->graph.optim);
     return 1;
 }
 
@@ -911,8 +986,19 @@ int clapp_pipeline_resume(clapp_pipeline *p, const char *path)
         return rc;
     }
     free(seed);
+    {
+        /* The data position of a sharded run depends on the number of shards. */
+        char e2[16];
+        char *shards = clapp_ckpt_read_meta(path, "shards", e2, sizeof e2);
+        long n = shards ? strtol(shards, NULL, 10) : 1;
+        free(shards);
+        if (n != p->shards)
+            return fail(p, CLAPP_E_INVAL, "%s was trained by %ld process%s, this run has %d; resume with "
+                        "as many (mpirun -np %ld)", path, n, n == 1 ? "" : "es", p->shards, n);
+    }
     if ((rc = clapp_ckpt_load(&p->graph, path, &co, p->err, sizeof p->err)) < 0)
         return rc;
+    clapp_graph_mix_draws(&p->graph);   /* the checkpoint holds shard 0's draws */
     if (p->mode == MODE_MANIFEST) {
         p->skip_blocks = p->graph.blocks;
         return start_source(p);
@@ -1183,6 +1269,7 @@ void clapp_pipeline_destroy(clapp_pipeline *p)
         swr_free(&p->pl[b].swr);
     }
     free(p->pl);
+    free(p->grads);
     free(p->pblk.lane);
     clapp_tensor_free(&p->pblk.x);
     clapp_labelset_free(&p->labels);

@@ -15,6 +15,7 @@ void clapp_graph_default_params(clapp_graph_params *p)
     memset(p, 0, sizeof *p);
     p->learn = 1;
     p->seed = 1;
+    p->shards = 1;
     clapp_optim_default_params(&p->optim);
 }
 
@@ -349,6 +350,7 @@ int clapp_graph_create(clapp_graph *g, clapp_pipeline_desc *pd, const clapp_stre
             nd->optim_count = g->optim.n - nd->optim_first;
         }
     }
+    clapp_graph_mix_draws(g);
     if (g->p.diag_every > 0) {
         int64_t widest = 1;
         for (int i = 1; i < g->n; i++) {
@@ -521,13 +523,15 @@ static void diag_gradients(clapp_graph *g)
     }
 }
 
-int clapp_graph_process(clapp_graph *g, const clapp_block *blk, char *err, size_t errlen)
+int clapp_graph_compute(clapp_graph *g, const clapp_block *blk, char *err, size_t errlen)
 {
     const clapp_block *cur = blk;
     const int64_t k = g->blocks + 1;   /* this block's number */
     const int diag = g->p.diag_every > 0 && (k == 1 || k % g->p.diag_every == 0);
     double t0;
     int rc;
+
+    g->diag_pending = 0;
 
     for (int i = 1; i < g->n; i++) {
         clapp_node *nd = &g->nodes[i];
@@ -583,15 +587,51 @@ int clapp_graph_process(clapp_graph *g, const clapp_block *blk, char *err, size_
             snprintf(err, errlen, "diagnostics failed (status %d)", rc);
             return rc;
         }
+        g->diag_pending = 1;
     }
+    return CLAPP_OK;
+}
+
+void clapp_graph_apply(clapp_graph *g)
+{
     if (g->p.learn)
         clapp_optim_step(&g->optim);
     g->blocks++;
-    if (diag) {
+    if (g->diag_pending) {
         diag_gradients(g);
         g->diag_block = g->blocks;
     }
+    g->diag_pending = 0;
+}
+
+int clapp_graph_process(clapp_graph *g, const clapp_block *blk, char *err, size_t errlen)
+{
+    int rc = clapp_graph_compute(g, blk, err, errlen);
+    if (rc < 0)
+        return rc;
+    clapp_graph_apply(g);
     return CLAPP_OK;
+}
+
+void clapp_graph_mix_draws(clapp_graph *g)
+{
+    uint64_t st[4];
+    if (g->p.shard <= 0)
+        return;
+    for (int i = 1; i < g->n; i++) {
+        clapp_node *nd = &g->nodes[i];
+        if (nd->kind != CLAPP_KIND_LOSS || !nd->loss_form || !nd->loss_form->get_rng ||
+            !nd->loss_form->set_rng || !nd->loss_form->get_rng(nd->loss_self, st))
+            continue;
+        /* A state word of zero everywhere would stall xoshiro; mixing each
+         * word through splitmix64 with the shard cannot give four zeros in
+         * practice, and distinct shards give unrelated streams. */
+        for (int w = 0; w < 4; w++) {
+            uint64_t x = st[w] ^ (0x9E3779B97F4A7C15ull * (uint64_t)g->p.shard + (uint64_t)w);
+            st[w] = clapp_splitmix64(&x);
+        }
+        nd->loss_form->set_rng(nd->loss_self, st);
+    }
 }
 
 int clapp_graph_finish(clapp_graph *g, char *err, size_t errlen)

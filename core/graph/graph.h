@@ -43,6 +43,12 @@ typedef struct clapp_graph_params {
     uint64_t           seed;
     clapp_optim_params optim;
     int64_t            diag_every;   /* diagnostics every this many blocks (and the first); 0: off */
+    /* Data parallelism (one graph per process, data sharded): the loss
+     * elements of shard k > 0 draw from their PRNG state mixed with k, so
+     * that processes draw different negatives from identical weights; the
+     * weights' initialisation stays that of `seed`. shards is recorded in
+     * checkpoints (a resume needs as many). */
+    int32_t            shard, shards;
 } clapp_graph_params;
 
 /* One element's diagnostics of the last diagnostic block. */
@@ -100,6 +106,7 @@ typedef struct clapp_graph {
     double               diag_seconds;  /* time spent on diagnostics in diag_block */
     int                  loss_version;  /* CLAPP_LOSS_VERSION, or an older one a checkpoint
                                            asked for (its defaults apply; saved again) */
+    int                  diag_pending;  /* compute made this a diagnostic block; apply finishes it */
 } clapp_graph;
 
 /* Build live elements for a resolved pipeline whose first element is the
@@ -109,8 +116,25 @@ int  clapp_graph_create(clapp_graph *g, clapp_pipeline_desc *pd, const clapp_str
                         const clapp_graph_params *p, const clapp_host *host, char *err,
                         size_t errlen);
 
-/* Run one block through every element (and learn, if learning). */
+/* Run one block through every element (and learn, if learning):
+ * clapp_graph_compute, then clapp_graph_apply. */
 int  clapp_graph_process(clapp_graph *g, const clapp_block *blk, char *err, size_t errlen);
+
+/* The learning step in two phases. compute: every element's forward and,
+ * when learning, every loss and backward, which leave each learning
+ * tensor's gradient of this block in its optimizer slot (g->optim.slots[i].grad;
+ * the feature diagnostics too, on a diagnostic block). Nothing is updated
+ * yet: a reducer may read and change the gradients (average them over
+ * processes) before apply. apply: one optimizer step over every slot from
+ * whatever gradient it holds (then zeroed), the block count, and the
+ * gradient diagnostics. apply without compute is a step from gradients that
+ * came from elsewhere (a process whose data has ended). */
+int  clapp_graph_compute(clapp_graph *g, const clapp_block *blk, char *err, size_t errlen);
+void clapp_graph_apply(clapp_graph *g);
+
+/* Mix the shard index into every loss element's PRNG state (shard 0: left
+ * as it is); after create and after a checkpoint restored the states. */
+void clapp_graph_mix_draws(clapp_graph *g);
 
 /* Call finish on every sink. */
 int  clapp_graph_finish(clapp_graph *g, char *err, size_t errlen);

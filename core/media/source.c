@@ -102,6 +102,8 @@ void clapp_source_default_params(clapp_source_params *p)
     p->seed = 1;
     p->shuffle = 0;
     p->epochs = 1;
+    p->shard = 0;
+    p->shards = 1;
     p->classes = NULL;
     p->aug.speed = 1.0;
 }
@@ -137,7 +139,8 @@ static void lane_close(lane_state *st)
 }
 
 /* The next manifest entry not known to be bad, or -1 when all epochs are
- * through. Shuffles at the start of each epoch when asked. */
+ * through. Shuffles at the start of each epoch when asked; with shards > 1
+ * only this shard's positions of the epoch's order (dealt round-robin). */
 static int32_t next_entry(clapp_source *src, int64_t *seq_id)
 {
     int64_t n = src->m->n, total = n * src->p.epochs;
@@ -155,6 +158,8 @@ static int32_t next_entry(clapp_source *src, int64_t *seq_id)
             }
         }
         src->next_pos++;
+        if (i % src->p.shards != src->p.shard)
+            continue;
         e = src->order[i];
         if (src->skip[e])
             continue;
@@ -603,6 +608,8 @@ static int check_params(const clapp_source_params *p, const clapp_host *host)
         why = "queue must be >= 1";
     else if (p->epochs < 1)
         why = "epochs must be >= 1";
+    else if (p->shards < 1 || p->shard < 0 || p->shard >= p->shards)
+        why = "shard must be in 0..shards-1";
     else if (p->mode != CLAPP_SOURCE_STREAM && p->mode != CLAPP_SOURCE_WINDOW)
         why = "unknown mode";
     else if (p->mode == CLAPP_SOURCE_WINDOW && p->window_align < 1)

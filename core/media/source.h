@@ -83,6 +83,9 @@ typedef struct clapp_source_params {
     uint64_t            seed;        /* window starts and shuffling */
     int                 shuffle;     /* shuffle manifest order per epoch */
     int32_t             epochs;      /* passes over the manifest */
+    int32_t             shard, shards; /* data parallelism: of each epoch's order (shuffled
+                                      * from seed alike in every process) this source reads
+                                      * the positions shard, shard + shards, ... (default 0, 1) */
     float               gain, offset;/* every valid value becomes gain * value + offset (input
                                       * normalisation; default 1, 0) */
     clapp_labelset     *classes;     /* set for the LABEL column; NULL: the `labels` set of create

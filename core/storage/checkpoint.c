@@ -378,6 +378,10 @@ int clapp_ckpt_save(const clapp_graph *g, const char *path,
     cJSON_AddStringToObject(meta, "seed", num);
     snprintf(num, sizeof num, "%d", g->loss_version);
     cJSON_AddStringToObject(meta, "loss_version", num);
+    if (g->p.shards > 1) {   /* data-parallel: a resume needs as many processes */
+        snprintf(num, sizeof num, "%d", g->p.shards);
+        cJSON_AddStringToObject(meta, "shards", num);
+    }
     rng_text = rng_json(g);
     if (!rng_text) {
         rc = CLAPP_E_NOMEM;

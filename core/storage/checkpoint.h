@@ -6,7 +6,8 @@
  * "pipeline" (canonical pipeline text), "elements" (JSON: name -> {id,
  * version}), "blocks" and "optim_step" (counters), "seed" (the run seed) and
  * "rng" (JSON: loss element name -> its PRNG state as 4 hex words; restored
- * on load, so a resumed run draws what the uninterrupted run draws).
+ * on load, so a resumed run draws what the uninterrupted run draws), and
+ * "shards" when more than one process trained it (data parallelism).
  *
  * Writing is atomic: a temporary file in the same folder, fsync, rename,
  * fsync of the folder; a crash leaves the previous checkpoint intact.

@@ -62,6 +62,28 @@ extern "C" {
 
 typedef struct clapp_pipeline clapp_pipeline;
 
+/* One learning tensor's gradient, as the gradient hook sees it. */
+typedef struct clapp_grad {
+    const char  *name;    /* "ELEMENT.TENSOR": a layer's weights, a loss element's W_k,
+                             a supervised classifier's weight and bias, ... */
+    float       *grad;    /* numel floats: the gradient of this step; the hook may change it */
+    const float *value;   /* the tensor's values before this step's update */
+    int64_t      numel;
+} clapp_grad;
+
+/* The gradient hook (clapp_pipeline_set_data_parallel): called by clapp_pipeline_step
+ * of a learning pipeline between computing the gradients of a block and
+ * applying them (one optimizer step), with every learning tensor's gradient,
+ * always the same list in the same order. *count is 1 when this process
+ * computed the gradients from a block of its own, 0 when it had none (its
+ * data has ended; the gradients are zero). The hook leaves in grads what
+ * the optimizer is to apply (a data-parallel reducer: the mean over the
+ * processes that had a block) and in *count how many blocks that combines;
+ * 0 (no process had a block) applies nothing and ends the data. It may call
+ * clapp_pipeline_loss on its pipeline (the losses of this block). Returns 0
+ * or a negative CLAPP_E_*, which fails the step. */
+typedef int (*clapp_grad_hook)(void *user, clapp_grad *grads, int32_t n_grads, int64_t *count);
+
 /* The log callback: `who` is an element or file name (may be NULL), the
  * message has no trailing newline. Called from the caller's thread and, in
  * manifest mode, from the decode thread. */
@@ -177,6 +199,20 @@ CLAPP_API int clapp_pipeline_add_class(clapp_pipeline *p, const char *name);
 CLAPP_API int clapp_pipeline_class_count(const clapp_pipeline *p, int *n);
 CLAPP_API int clapp_pipeline_class_name(const clapp_pipeline *p, int i, const char **name);
 
+/* [handle's thread, before open] Data parallelism: `shards` processes (MPI
+ * ranks, say) train one model, each on its share of the data, and `hook`
+ * (NULL: none) combines their gradients before every optimizer step
+ * (clapp_grad_hook). In manifest mode, of each epoch's order of the
+ * manifest (with the source's shuffle=true, shuffled from the seed alike in
+ * every process) this process reads the positions shard, shard + shards,
+ * ...; clapp_pipeline_open_files too. The weights start from the seed alike everywhere; the loss elements
+ * of shard k > 0 draw their own negatives (their PRNG state mixed with k).
+ * Checkpoints record shards, and resume refuses another number. Default:
+ * shard 0 of 1, no hook. A separate call rather than clapp_options fields,
+ * so that hosts built against the smaller clapp_options keep working. */
+CLAPP_API int clapp_pipeline_set_data_parallel(clapp_pipeline *p, int32_t shard, int32_t shards,
+                                               clapp_grad_hook hook, void *user);
+
 /* ---- open: where the data comes from ------------------------------------- */
 
 /* [handle's thread, once] Stream the files of a manifest (PATH [TAB LABEL
@@ -223,7 +259,13 @@ CLAPP_API int clapp_pipeline_end(clapp_pipeline *p, int32_t lane);
  * block was processed, 0 when none can be: manifest mode, the data has
  * ended; push mode, a stream that has not ended needs more than one block
  * of frames buffered (its last block is held back until end, so that it
- * carries SEQ_END), or no stream has data. Negative on failure. */
+ * carries SEQ_END), or no stream has data. Negative on failure.
+ * With a gradient hook (clapp_pipeline_set_data_parallel) and learning, the hook
+ * runs between the gradients and the optimizer step; in manifest mode, once
+ * this process's data has ended, each step still calls it with *count = 0
+ * and applies what it gives back, returning 2 (an optimizer step from the
+ * other processes' gradients, no block of this one), until the hook says
+ * no process had a block (then 0). */
 CLAPP_API int clapp_pipeline_step(clapp_pipeline *p);
 
 /* [handle's thread, after open] The block that element NAME produced in the

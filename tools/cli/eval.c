@@ -139,7 +139,7 @@ static int eval_capture_opened(clapp_pipeline *p, const cli_options *o, const ch
 /* A pipeline for the next manifest, whose class ids continue those of `prev`. */
 static int eval_next_pipeline(clapp_pipeline **p, const cli_options *o, const clapp_pipeline *prev)
 {
-    int status = cli_pipeline_create(p, o, 0), n = 0;
+    int status = cli_pipeline_create(p, o, 0, NULL), n = 0;
     const char *name;
     if (status != CLI_OK)
         return status;
@@ -378,7 +378,7 @@ int cli_eval(int argc, char **argv)
     cli_host_init(&host, o.verbosity);
     /* The first pipeline reads the training manifest; its probe elements give
      * the descriptors and values of the probe instances trained below. */
-    if ((status = cli_pipeline_create(&first, &o, 0)) != CLI_OK)
+    if ((status = cli_pipeline_create(&first, &o, 0, NULL)) != CLI_OK)
         goto done;
     if (clapp_pipeline_element_count(first, &n) < 0 || !(pr = calloc((size_t)n + 1, sizeof *pr))) {
         status = CLI_FAILED;

@@ -13,6 +13,10 @@
  * Memory: the source's queue of blocks plus each element's block buffers;
  * nothing grows with file length except one small record per (file, element).
  * On the host API alone (include/clapp/clapp.h).
+ *
+ * Under mpirun (dist.h) each rank takes the manifest's positions rank,
+ * rank + ranks, ... and writes their files; a file's features do not depend
+ * on the lane or the other files, so the outputs are those of one process.
  */
 #define _GNU_SOURCE
 #include <cJSON.h>
@@ -22,6 +26,7 @@
 
 #include "clapp/clapp.h"
 #include "cli.h"
+#include "dist.h"
 #include "interrupt.h"
 
 #define X_MAX_ARGS 256
@@ -50,6 +55,7 @@ static void extract_usage(void)
            "every layer; the source's name gives the decoded input) to DIR/<key>.<element>.npy (float32, one\n"
            "row per time step) with a JSON sidecar DIR/<key>.<element>.json (element, rate,\n"
            "pts_first, frames, dims, checkpoint, pipeline). Memory is bounded by the block size.\n"
+           "Under mpirun -np N each rank extracts its share of the files.\n"
            "Exit status as 'clapp run'.\n");
 }
 
@@ -224,13 +230,15 @@ int cli_extract(int argc, char **argv)
     const char *pipe = NULL, *data = NULL, *ckpt = NULL, *want[X_MAX_ARGS], *out_dir = NULL, **names = NULL;
     const char *sets[X_MAX_ARGS];
     char *ckpt_blocks = NULL, err[2048] = "";
-    int n_want = 0, n_sets = 0, n_names = 0, status = CLI_OK, rc, random_init = 0, verbosity = 1;
+    int n_want = 0, n_sets = 0, n_names = 0, status = CLI_OK, rc, random_init = 0, verbosity = 1, agreed = 0;
     x_element *xs = NULL;
     clapp_pipeline *p = NULL;
     clapp_options opt;
     clapp_stream_info info;
     clapp_run_info ri;
+    cli_dist d;
 
+    cli_dist_init(&d);
     clapp_options_init(&opt);
     opt.seed = 1;
     for (int i = 1; i < argc; i++) {
@@ -288,6 +296,7 @@ int cli_extract(int argc, char **argv)
         return CLI_USAGE;
     }
     opt.log_level = verbosity == 0 ? CLAPP_LOG_ERROR : verbosity == 1 ? CLAPP_LOG_WARNING : CLAPP_LOG_INFO;
+    cli_dist_log_options(&d, &opt);
 
     /* The pipeline with its overrides, a writer after each chosen element,
      * every file once and whole, the checkpoint's weights. */
@@ -295,6 +304,8 @@ int cli_extract(int argc, char **argv)
         goto usage_err;
     if ((status = attach_writers(p, pipe, out_dir, want, n_want, &names, &n_names)) != CLI_OK)
         goto done;
+    if (cli_dist_attach(&d, p, 0, NULL, NULL, 0) < 0)
+        goto usage_err;
     if ((rc = clapp_pipeline_open_files(p, data)) < 0) {
         status = rc == CLAPP_E_NOMEM ? CLI_FAILED : CLI_USAGE;
         fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(p));
@@ -320,6 +331,12 @@ int cli_extract(int argc, char **argv)
             xs[k].lane_rec[b] = -1;
     }
 
+    /* Several ranks: every one set up, or none goes on. */
+    agreed = 1;
+    if ((status = cli_dist_agree(&d, CLI_OK)) != CLI_OK) {
+        fprintf(stderr, "clapp: error: another rank could not set up the extraction (see its message)\n");
+        goto done;
+    }
     cli_interrupt_install();
     while (!cli_interrupted() && (rc = clapp_pipeline_step(p)) == 1) {
         for (int k = 0; k < n_names; k++) {
@@ -352,10 +369,12 @@ int cli_extract(int argc, char **argv)
                 status = CLI_FAILED;
     }
     if (clapp_pipeline_run_info(p, &ri) == CLAPP_OK) {
-        if (verbosity > 0)
+        double files[2] = {ri.files_done, ri.files_failed};
+        cli_dist_sum(&d, files, 2);   /* every rank's */
+        if (verbosity > 0 && d.rank == 0)
             fprintf(stderr, "clapp: extracted %d element(s) from %d file(s) into %s; %d failed\n",
-                    n_names, ri.files_done, out_dir, ri.files_failed);
-        if (ri.files_failed > 0 && status == CLI_OK)
+                    n_names, (int)files[0], out_dir, (int)files[1]);
+        if (files[1] > 0 && status == CLI_OK)
             status = CLI_FAILED;
     }
     if (cli_interrupted()) {
@@ -367,6 +386,8 @@ int cli_extract(int argc, char **argv)
     }
     goto done;
 nomem:
+    if (agreed && d.ranks > 1)
+        cli_dist_abort(&d, "out of memory");   /* the others would wait for this rank's counts */
     fprintf(stderr, "clapp: error: out of memory\n");
     status = CLI_FAILED;
     goto done;
@@ -374,6 +395,9 @@ usage_err:
     fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(p));
     status = CLI_USAGE;
 done:
+    if (!agreed)
+        cli_dist_agree(&d, status);
+    cli_dist_free(&d);
     for (int k = 0; xs && k < n_names; k++) {
         for (int64_t r = 0; r < xs[k].n_recs; r++)
             free(xs[k].recs[r].key);

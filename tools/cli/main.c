@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "dist.h"
 
 #ifndef CLAPP_VERSION_STRING
 #define CLAPP_VERSION_STRING "unknown"
@@ -24,10 +25,11 @@ static void usage(FILE *f)
             "                               write features (.npy + .json sidecar) per file and element\n"
             "  validate PLUGIN.so           check a plugin against the ABI (lifecycle, seed, gradients)\n"
             "\n"
-            "'clapp COMMAND --help' describes a command.\n");
+            "'clapp COMMAND --help' describes a command. train and extract also run data parallel\n"
+            "under mpirun -np N.\n");
 }
 
-int main(int argc, char **argv)
+static int dispatch(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);
@@ -56,4 +58,25 @@ int main(int argc, char **argv)
     fprintf(stderr, "clapp: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return CLI_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+    cli_dist d;
+    int status = cli_dist_start(&argc, &argv);
+    if (status != CLI_OK)
+        return status;
+    cli_dist_init(&d);
+    /* Under mpirun: train and extract share the work; anything else would
+     * only run N times over. */
+    if (d.ranks > 1 && (argc < 2 || (strcmp(argv[1], "train") && strcmp(argv[1], "extract")))) {
+        if (d.rank == 0)
+            fprintf(stderr, "clapp: error: %s runs in one process; of the commands, train and extract run "
+                    "on several ranks (mpirun)\n", argc < 2 ? "clapp" : argv[1]);
+        status = CLI_USAGE;
+    } else {
+        status = dispatch(argc, argv);
+    }
+    cli_dist_stop();
+    return status;
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "clapp/clapp.h"
+#include "dist.h"
 #include "interrupt.h"
 
 typedef struct stream_run {
@@ -25,6 +26,10 @@ typedef struct stream_run {
     const char     *metrics_name; /* its path, or "standard output" */
     int             metrics_failed; /* a write to it failed (reported once) */
     int             progress;   /* human progress line on standard error */
+    cli_dist        dist;       /* ranks (mpirun): rank 0 alone writes metrics and checkpoints */
+    int32_t         files_done, files_failed;   /* several ranks: every rank's, at the end */
+    const char    **losses;     /* the loss elements' names, in order */
+    int             n_losses;
 } stream_run;
 
 static double seconds_since(const struct timespec *t0)
@@ -78,7 +83,7 @@ static int has_element(const clapp_pipeline *p, const char *name)
     return 0;
 }
 
-int cli_pipeline_create(clapp_pipeline **p, const cli_options *o, int learn)
+int cli_pipeline_create(clapp_pipeline **p, const cli_options *o, int learn, cli_dist *d)
 {
     clapp_options opt;
     const char **early = calloc((size_t)o->n_sets + 1, sizeof *early);
@@ -101,6 +106,8 @@ int cli_pipeline_create(clapp_pipeline **p, const cli_options *o, int learn)
         opt.weight_decay = o->weight_decay;
         opt.diag_every = o->diag_every;
     }
+    if (d)
+        cli_dist_log_options(d, &opt);
     for (int i = 0; i < o->n_sets; i++)
         if (!names_probe(o, o->sets[i]))
             early[n_early++] = o->sets[i];
@@ -140,17 +147,58 @@ int cli_pipeline_create(clapp_pipeline **p, const cli_options *o, int learn)
 /* The pipeline and the names and kinds of its elements. */
 static int stream_create(stream_run *r, const cli_options *o, int learn)
 {
-    int status = cli_pipeline_create(&r->p, o, learn);
+    int status = cli_pipeline_create(&r->p, o, learn, &r->dist);
     if (status != CLI_OK)
         return status;
     r->warmup = learn && o->warmup > 0;
     if (clapp_pipeline_element_count(r->p, &r->n) < 0 || !(r->names = calloc((size_t)r->n, sizeof *r->names)) ||
-        !(r->kinds = calloc((size_t)r->n, sizeof *r->kinds)))
+        !(r->kinds = calloc((size_t)r->n, sizeof *r->kinds)) ||
+        !(r->losses = calloc((size_t)r->n, sizeof *r->losses)))
         return CLI_FAILED;
-    for (int i = 0; i < r->n && status == CLI_OK; i++)
+    for (int i = 0; i < r->n && status == CLI_OK; i++) {
         if (clapp_pipeline_element(r->p, i, &r->names[i], NULL, &r->kinds[i]) < 0)
             status = CLI_FAILED;
+        else if (r->kinds[i] == CLAPP_KIND_LOSS)
+            r->losses[r->n_losses++] = r->names[i];
+    }
+    if (status == CLI_OK && r->dist.ranks > 1) {
+        if (r->n_losses > CLI_DIST_MAX_LOSSES) {
+            fprintf(stderr, "clapp: error: %s has %d loss elements; a run on several ranks takes at most %d\n",
+                    o->pipe, r->n_losses, CLI_DIST_MAX_LOSSES);
+            return CLI_USAGE;
+        }
+        if (cli_dist_attach(&r->dist, r->p, learn, r->names[0], r->losses, r->n_losses) < 0) {
+            fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(r->p));
+            return CLI_FAILED;
+        }
+    }
     return status;
+}
+
+/* The loss of loss element `name` in the last block: this process's, or on
+ * several ranks the mean over them. 0 if it had none. */
+static int block_loss(const stream_run *r, const char *name, double *loss)
+{
+    clapp_loss_info li;
+    if (r->dist.ranks > 1) {
+        for (int k = 0; k < r->n_losses; k++)
+            if (r->losses[k] == name) {
+                *loss = r->dist.loss[k];
+                return !isnan(*loss);
+            }
+        return 0;
+    }
+    if (clapp_pipeline_loss(r->p, name, &li) < 0 || li.last_pairs <= 0)
+        return 0;
+    *loss = li.last;
+    return 1;
+}
+
+/* Media seconds seen so far: this process's, or every rank's. */
+static double media_seconds(const stream_run *r, const clapp_run_info *ri)
+{
+    double steps = r->dist.ranks > 1 ? r->dist.steps_total : (double)ri->steps;
+    return r->rate > 0 ? steps / r->rate : 0.0;
 }
 
 /* One JSON line per block: loss of every loss element, throughput, diagnostics. */
@@ -161,18 +209,22 @@ static void emit_block_metrics(const stream_run *r, double secs)
     int64_t windows = 0;
     int first = 1;
     clapp_pipeline_run_info(r->p, &ri);
-    if (clapp_pipeline_output(r->p, r->names[0], &src) == CLAPP_OK)
+    if (r->dist.ranks > 1)
+        windows = (int64_t)r->dist.lanes;   /* every rank's */
+    else if (clapp_pipeline_output(r->p, r->names[0], &src) == CLAPP_OK)
         for (int32_t b = 0; b < src->lanes; b++)
             windows += src->lane[b].len > 0;
     fprintf(r->metrics, "{\"event\":\"block\",\"block\":%lld,\"seconds\":%.3f,\"lanes_active\":%lld,"
-            "\"media_seconds\":%.3f,\"loss\":{", (long long)ri.blocks, secs, (long long)windows,
-            r->rate > 0 ? (double)ri.steps / r->rate : 0.0);
+            "\"media_seconds\":%.3f,", (long long)ri.blocks, secs, (long long)windows, media_seconds(r, &ri));
+    if (r->dist.ranks > 1)
+        fprintf(r->metrics, "\"ranks_active\":%lld,", (long long)r->dist.ranks_active);
+    fprintf(r->metrics, "\"loss\":{");
     for (int i = 1; i < r->n; i++) {
-        clapp_loss_info li;
-        if (r->kinds[i] != CLAPP_KIND_LOSS || clapp_pipeline_loss(r->p, r->names[i], &li) < 0)
+        double loss;
+        if (r->kinds[i] != CLAPP_KIND_LOSS)
             continue;
-        if (li.last_pairs > 0)
-            fprintf(r->metrics, "%s\"%s\":%.6g", first ? "" : ",", r->names[i], li.last);
+        if (block_loss(r, r->names[i], &loss))
+            fprintf(r->metrics, "%s\"%s\":%.6g", first ? "" : ",", r->names[i], loss);
         else
             fprintf(r->metrics, "%s\"%s\":null", first ? "" : ",", r->names[i]);
         first = 0;
@@ -218,22 +270,36 @@ static void emit_summary(const stream_run *r, double secs, int sig)
     double total = 0, media;
     int first = 1;
     clapp_pipeline_run_info(r->p, &ri);
-    media = r->rate > 0 ? (double)ri.steps / r->rate : 0.0;
+    media = media_seconds(r, &ri);
     for (int i = 1; i < r->n; i++)
         if (clapp_pipeline_element_stats(r->p, r->names[i], &es) == CLAPP_OK)
             total += es.seconds;
     fprintf(r->metrics, "{\"event\":\"summary\",\"blocks\":%lld,\"seconds\":%.3f,"
-            "\"media_seconds\":%.3f,\"media_seconds_per_second\":%.3f,\"mean_loss\":{",
+            "\"media_seconds\":%.3f,\"media_seconds_per_second\":%.3f,",
             (long long)ri.blocks, secs, media, secs > 0 ? media / secs : 0.0);
-    for (int i = 1; i < r->n; i++) {
+    /* Several ranks: the time inside the gradient allreduce (waiting for the
+     * slowest rank included) and its share of the run. */
+    if (r->dist.ranks > 1)
+        fprintf(r->metrics, "\"ranks\":%d,\"allreduce_seconds\":%.3f,\"allreduce_share\":%.4f,",
+                r->dist.ranks, r->dist.reduce_seconds, secs > 0 ? r->dist.reduce_seconds / secs : 0.0);
+    fprintf(r->metrics, "\"mean_loss\":{");
+    for (int i = 1, k = 0; i < r->n; i++) {
         clapp_loss_info li;
-        if (r->kinds[i] != CLAPP_KIND_LOSS || clapp_pipeline_loss(r->p, r->names[i], &li) < 0)
+        if (r->kinds[i] != CLAPP_KIND_LOSS)
             continue;
-        if (li.count)
+        if (r->dist.ranks > 1) {   /* the mean of the steps' means over the ranks */
+            if (r->dist.loss_n[k])
+                fprintf(r->metrics, "%s\"%s\":%.6g", first ? "" : ",", r->names[i],
+                        r->dist.loss_sum[k] / (double)r->dist.loss_n[k]);
+            else
+                fprintf(r->metrics, "%s\"%s\":null", first ? "" : ",", r->names[i]);
+        } else if (clapp_pipeline_loss(r->p, r->names[i], &li) == CLAPP_OK && li.count) {
             fprintf(r->metrics, "%s\"%s\":%.6g", first ? "" : ",", r->names[i], li.mean);
-        else
+        } else {
             fprintf(r->metrics, "%s\"%s\":null", first ? "" : ",", r->names[i]);
+        }
         first = 0;
+        k++;
     }
     fprintf(r->metrics, "},\"time_share\":{");
     for (int i = 1; i < r->n; i++) {
@@ -251,8 +317,7 @@ static void show_progress(const stream_run *r, double secs)
     clapp_run_info ri;
     clapp_pipeline_run_info(r->p, &ri);
     fprintf(stderr, "\rblock %lld  %.1f s media  %.1fx real time", (long long)ri.blocks,
-            r->rate > 0 ? (double)ri.steps / r->rate : 0.0,
-            secs > 0 && r->rate > 0 ? (double)ri.steps / r->rate / secs : 0.0);
+            media_seconds(r, &ri), secs > 0 ? media_seconds(r, &ri) / secs : 0.0);
     for (int i = 1; i < r->n; i++) {
         clapp_loss_info li;
         if (r->kinds[i] == CLAPP_KIND_LOSS && clapp_pipeline_loss(r->p, r->names[i], &li) == CLAPP_OK && li.count)
@@ -313,32 +378,51 @@ static int stream_loop(stream_run *r, const cli_options *o, int learn)
     struct timespec t0;
     clapp_run_info ri;
     int rc = 0, status = CLI_OK, next_snap = 1, sig = 0, periodic_failed = 0, saved = 0;
+    /* Several ranks stop together: a reason to stop (signal, budget, a failed
+     * metrics write or snapshot) goes into the next step's reduction, and
+     * every rank leaves after that step. Only rank 0 writes. */
+    const int multi = r->dist.ranks > 1, writer = r->dist.rank == 0;
+    int want_stop = 0;
     double secs;
 
     cli_interrupt_install();
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    while (!(sig = cli_interrupted()) && (rc = clapp_pipeline_step(r->p)) == 1) {
+    for (;;) {
+        if (!multi && (sig = cli_interrupted()))
+            break;
+        r->dist.stop_local = want_stop || cli_interrupted() != 0;
+        /* 1: a block; 2 (several ranks): a step from the other ranks' blocks */
+        if ((rc = clapp_pipeline_step(r->p)) <= 0)
+            break;
         clapp_pipeline_run_info(r->p, &ri);
         if (r->metrics) {
             emit_block_metrics(r, seconds_since(&t0));
-            if (metrics_check(r) < 0)
-                break;
+            if (metrics_check(r) < 0) {
+                if (!multi)
+                    break;
+                want_stop = 1;
+            }
         }
         /* A failed periodic save is reported and the run goes on: the final
          * save tries again, and the exit status says it failed. */
-        if (learn && o->checkpoint && o->checkpoint_every > 0 && ri.blocks % o->checkpoint_every == 0 &&
+        if (learn && writer && o->checkpoint && o->checkpoint_every > 0 && ri.blocks % o->checkpoint_every == 0 &&
             save_to(r, o->checkpoint) != CLI_OK)
             periodic_failed++;
         if (r->progress && ri.blocks % 4 == 0)
             show_progress(r, seconds_since(&t0));
-        /* --budget-minutes: a wall-clock budget, snapshots at k/N of it */
-        if (o->budget_s > 0) {
+        /* --budget-minutes: a wall-clock budget, snapshots at k/N of it (rank 0's clock) */
+        if (o->budget_s > 0 && writer) {
             double el = seconds_since(&t0);
             while (status == CLI_OK && next_snap <= o->snapshots && el >= o->budget_s * next_snap / o->snapshots)
                 status = snapshot(r, o, next_snap++, el);
-            if (el >= o->budget_s || status != CLI_OK)
-                break;
+            if (el >= o->budget_s || status != CLI_OK) {
+                if (!multi)
+                    break;
+                want_stop = 1;
+            }
         }
+        if (multi && r->dist.stop_all)
+            break;
     }
     if (!sig)
         sig = cli_interrupted();
@@ -346,12 +430,37 @@ static int stream_loop(stream_run *r, const cli_options *o, int learn)
         fprintf(stderr, "\n");
     if (rc < 0) {
         /* Printed now: the save below replaces the handle's message. */
+        if (multi) {
+            /* The others would wait for this rank in the next step: rank 0
+             * keeps the weights of the last step all ranks completed, then
+             * every rank ends. */
+            if (writer && learn && o->checkpoint)
+                save_to(r, o->checkpoint);
+            cli_dist_abort(&r->dist, clapp_pipeline_error(r->p));
+        }
         fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(r->p));
         status = CLI_FAILED;
     }
     if (periodic_failed)
         status = CLI_FAILED;
-    if (learn && o->checkpoint) {
+    if (multi) {
+        /* Every rank is here after the same step. */
+        uint64_t hash;
+        double files[2];
+        clapp_pipeline_run_info(r->p, &ri);
+        if (learn && !cli_dist_check_weights(&r->dist, &hash))
+            status = CLI_FAILED;
+        else if (learn && writer && o->verbosity > 1)
+            fprintf(stderr, "clapp: the %d ranks hold identical weights (fnv1a64 %016llx) after %lld "
+                    "steps; %.3f s in the gradient allreduce\n", r->dist.ranks, (unsigned long long)hash,
+                    (long long)ri.blocks, r->dist.reduce_seconds);
+        files[0] = ri.files_done;
+        files[1] = ri.files_failed;
+        cli_dist_sum(&r->dist, files, 2);
+        r->files_done = (int32_t)files[0];
+        r->files_failed = (int32_t)files[1];
+    }
+    if (learn && writer && o->checkpoint) {
         if (save_to(r, o->checkpoint) != CLI_OK)
             status = CLI_FAILED;
         else
@@ -377,21 +486,27 @@ static int stream_loop(stream_run *r, const cli_options *o, int learn)
     if (r->metrics_failed)
         status = CLI_FAILED;
     clapp_pipeline_run_info(r->p, &ri);
-    if (o->verbosity > 0)
+    if (multi) {   /* every rank's files */
+        ri.files_done = r->files_done;
+        ri.files_failed = r->files_failed;
+    }
+    if (o->verbosity > 0 && writer)
         fprintf(stderr, "clapp: %d file(s) processed, %d failed; %lld blocks, %.1f s of media "
-                "in %.2f s (%.1fx real time)\n", ri.files_done, ri.files_failed, (long long)ri.blocks,
-                r->rate > 0 ? (double)ri.steps / r->rate : 0.0, secs,
-                secs > 0 && r->rate > 0 ? (double)ri.steps / r->rate / secs : 0.0);
+                "in %.2f s (%.1fx real time)%s\n", ri.files_done, ri.files_failed, (long long)ri.blocks,
+                media_seconds(r, &ri), secs, secs > 0 ? media_seconds(r, &ri) / secs : 0.0,
+                multi ? " on every rank" : "");
     if (ri.files_failed > 0 && status == CLI_OK) {
-        fprintf(stderr, "clapp: error: %d of %d file(s) could not be read (see above)\n", ri.files_failed,
-                ri.files_done + ri.files_failed);
+        if (writer)
+            fprintf(stderr, "clapp: error: %d of %d file(s) could not be read (see above)\n", ri.files_failed,
+                    ri.files_done + ri.files_failed);
         status = CLI_FAILED;
     }
     if (sig) {
-        fprintf(stderr, "clapp: interrupted by %s: stopped after block %lld%s%s%s%s\n", cli_signal_name(sig),
-                (long long)ri.blocks, saved ? "; checkpoint saved to " : "", saved ? o->checkpoint : "",
-                r->metrics_name && !r->metrics_failed ? "; metrics summary written to " : "",
-                r->metrics_name && !r->metrics_failed ? r->metrics_name : "");
+        if (writer)
+            fprintf(stderr, "clapp: interrupted by %s: stopped after block %lld%s%s%s%s\n", cli_signal_name(sig),
+                    (long long)ri.blocks, saved ? "; checkpoint saved to " : "", saved ? o->checkpoint : "",
+                    r->metrics_name && !r->metrics_failed ? "; metrics summary written to " : "",
+                    r->metrics_name && !r->metrics_failed ? r->metrics_name : "");
         status = cli_interrupt_status(sig);
     }
     return status;
@@ -401,9 +516,17 @@ int cli_stream(const cli_options *o, int learn)
 {
     stream_run r;
     clapp_stream_info si;
-    int status, rc;
+    int status, rc, agreed = 0;
 
     memset(&r, 0, sizeof r);
+    cli_dist_init(&r.dist);
+    if (r.dist.ranks > 1 && (!learn || o->dump_graph)) {
+        /* the same on every rank: nobody waits for another */
+        fprintf(stderr, "clapp: error: %s runs in one process; of the commands, train and extract run on "
+                "several ranks (mpirun)\n", learn ? "train --dump-graph" : "run");
+        cli_dist_free(&r.dist);
+        return CLI_USAGE;
+    }
     status = stream_create(&r, o, learn);
     if (status == CLI_OK && o->dump_graph) {
         char *text = NULL;
@@ -429,7 +552,9 @@ int cli_stream(const cli_options *o, int learn)
     }
     clapp_pipeline_stream(r.p, r.names[0], &si);
     r.rate = si.rate;
-    if (learn) {
+    if (learn && r.dist.rank > 0) {
+        r.metrics = NULL;   /* rank 0 writes the metrics */
+    } else if (learn) {
         if (!o->metrics || !strcmp(o->metrics, "-")) {
             r.metrics = stdout;
             r.metrics_name = "standard output";
@@ -470,12 +595,22 @@ int cli_stream(const cli_options *o, int learn)
         status = CLI_USAGE;
         goto done;
     }
+    /* Several ranks: every one set up, or none goes on. */
+    agreed = 1;
+    if ((status = cli_dist_agree(&r.dist, CLI_OK)) != CLI_OK) {
+        fprintf(stderr, "clapp: error: another rank could not set up the run (see its message)\n");
+        goto done;
+    }
     status = stream_loop(&r, o, learn);
 done:
+    if (!agreed)
+        cli_dist_agree(&r.dist, status);
     if (r.metrics && r.metrics != stdout)
         fclose(r.metrics);
     free(r.names);
     free(r.kinds);
+    free(r.losses);
+    cli_dist_free(&r.dist);
     clapp_pipeline_destroy(r.p);
     return status;
 }

@@ -4,12 +4,14 @@
 
 #include "clapp/clapp.h"
 #include "cli.h"
+#include "dist.h"
 #include "options.h"
 
 /* The pipeline o->pipe with --probe elements and --set overrides, checked
- * (learn: gradients and the optimizer). Prints the problem and returns the
- * exit status; *p is to be destroyed in any case. */
-int cli_pipeline_create(clapp_pipeline **p, const cli_options *o, int learn);
+ * (learn: gradients and the optimizer). d (may be NULL): on ranks > 0 of
+ * several, the log of errors only, naming the rank. Prints the problem and
+ * returns the exit status; *p is to be destroyed in any case. */
+int cli_pipeline_create(clapp_pipeline **p, const cli_options *o, int learn, cli_dist *d);
 
 /* Stream the manifest o->data through o->pipe (learn: train, with metrics,
  * checkpoints, snapshots and resume), or print the resolved pipeline with

@@ -36,6 +36,9 @@ static void train_usage(void)
            "step of the block; constant, for layers without ReLU) and \"pr\" (participation ratio of\n"
            "the channels' covariance, tr(C)^2/tr(C^2)), per learning element \"grad_norm\" (before\n"
            "clipping), \"update_norm\" and \"weight_norm\" (L2, over all its tensors).\n"
+           "Under mpirun -np N (a clapp built with MPI) the ranks train one model data parallel: each\n"
+           "reads its share of every epoch's files, one allreduce per step averages the gradients,\n"
+           "rank 0 writes the checkpoints and metrics; lanes= is per rank (README: Scaling out with MPI).\n"
            "Exit status as 'clapp run'.\n");
 }
 
