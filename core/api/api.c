@@ -157,18 +157,9 @@ const char *clapp_pipeline_error(const clapp_pipeline *p)
 static char *own_plugin_dir(void)
 {
     Dl_info di;
-    const char *slash;
-    char *dir;
-    size_t n;
-    if (!dladdr((void *)clapp_version, &di) || !di.dli_fname || !(slash = strrchr(di.dli_fname, '/')))
+    if (!dladdr((void *)clapp_version, &di) || !di.dli_fname)
         return NULL;
-    n = (size_t)(slash - di.dli_fname);
-    dir = malloc(n + sizeof "/clapp/plugins");
-    if (dir) {
-        memcpy(dir, di.dli_fname, n);
-        memcpy(dir + n, "/clapp/plugins", sizeof "/clapp/plugins");
-    }
-    return dir;
+    return clapp_registry_dir_beside(di.dli_fname, "clapp/plugins");
 }
 
 /* Options and host (logging) of a new handle. */

@@ -122,7 +122,8 @@ CLAPP_API void clapp_free(void *ptr);
  * read a .pipe file), apply the overrides "NAME.KEY=VALUE" (as --set), and
  * check everything against the element registry (built-ins and the plugins
  * on $CLAPP_PLUGIN_PATH, beside the library in clapp/plugins/, and in the
- * build and install folders). opt may be NULL (defaults).
+ * install folder; world-writable plugin folders are refused). opt may be
+ * NULL (defaults).
  * On failure *p is still set when it could be allocated, so that
  * clapp_pipeline_error(*p) tells why; destroy it in any case. */
 CLAPP_API int clapp_pipeline_create_from_text(clapp_pipeline **p, const char *text,
