@@ -746,7 +746,8 @@ static int check_running(clapp_pipeline *p, const char *call)
 
 /* Start decoding; on resume, decode and drop the blocks already learned from:
  * the source is a function of (seed, epoch, manifest), so this lands where
- * the checkpoint was taken. */
+ * the checkpoint was taken. The dropped blocks are not processed: their
+ * steps do not count (run_info's steps, the media seconds of `clapp train`). */
 static int start_source(clapp_pipeline *p)
 {
     const clapp_block *blk = NULL;
@@ -758,8 +759,6 @@ static int start_source(clapp_pipeline *p)
         if ((rc = clapp_source_next(p->src, &blk)) <= 0)
             return fail(p, rc < 0 ? rc : CLAPP_E_INVAL, "cannot resume: the data ends before block %lld "
                         "of the checkpoint (another manifest, --epochs or --seed?)", (long long)p->skip_blocks);
-        for (int32_t b = 0; b < blk->lanes; b++)
-            p->steps += blk->lane[b].len;
     }
     return CLAPP_OK;
 }

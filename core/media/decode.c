@@ -44,6 +44,7 @@
 
 #include "clapp/plugin.h"
 #include "clapp/plugin_util.h"
+#include "media/wav_header.h"
 
 #define SNDFILE_CHUNK 4096 /* frames per sf_readf_float call */
 
@@ -103,6 +104,12 @@ struct clapp_decoder {
     int64_t             n_out;      /* output frames produced (samples or pictures) */
     int64_t             n_decoded;  /* decoded input frames */
     int64_t             n_errors;   /* skipped decoding errors */
+    double              pkt_seconds; /* duration of the chosen stream's packets read */
+    int64_t             n_pkts;
+    double              lost_seconds; /* duration of the packets whose decoding failed */
+    double              declared_seconds; /* what the header declares; < 0 unknown */
+    int                 declared_exact;   /* 1: from a size field (WAV), not a container estimate */
+    int                 is_file;    /* a plain path to a regular file */
     char                last_error[128];
     int                 done;       /* end reached and reported */
     int                 err_code;
@@ -136,9 +143,14 @@ static int dec_fail(clapp_decoder *dec, int code, const char *fmt, ...)
     return code;
 }
 
-static void count_error(clapp_decoder *dec, int averr)
+/* A damaged packet was skipped: its duration (or, unknown, the mean of the
+ * packets so far) counts as lost. */
+static void count_error(clapp_decoder *dec, int averr, double seconds)
 {
     dec->n_errors++;
+    if (seconds <= 0 && dec->n_pkts > 0)
+        seconds = dec->pkt_seconds / (double)dec->n_pkts;
+    dec->lost_seconds += seconds > 0 ? seconds : 0;
     av_errstr(averr, dec->last_error, sizeof(dec->last_error));
 }
 
@@ -165,6 +177,7 @@ static int check_path(clapp_decoder *dec, const char *url)
         return dec_fail(dec, CLAPP_E_IO, "is a directory");
     if (S_ISREG(sb.st_mode) && sb.st_size == 0)
         return dec_fail(dec, CLAPP_E_FORMAT, "empty file");
+    dec->is_file = S_ISREG(sb.st_mode);
     if (access(url, R_OK) != 0)
         return dec_fail(dec, CLAPP_E_IO, "cannot open (%s)", strerror(errno));
     return 0;
@@ -450,6 +463,32 @@ static int check_params(const clapp_decode_params *p, char *err, size_t errlen, 
     return 0;
 }
 
+/* What the header declares (decode.h: clapp_decoder_declared_seconds). */
+static void find_declared(clapp_decoder *dec, const char *url)
+{
+    const int wav = dec->use_sndfile ? (dec->sfinfo.format & SF_FORMAT_TYPEMASK) == SF_FORMAT_WAV
+                                     : strcmp(dec->fmt->iformat->name, "wav") == 0;
+    dec->declared_seconds = -1;
+    if (wav && dec->is_file && (dec->declared_seconds = clapp_wav_declared_seconds(url)) >= 0) {
+        dec->declared_exact = 1;
+        return;
+    }
+    if (dec->use_sndfile) {
+        if (dec->sfinfo.seekable && dec->sfinfo.frames > 0 && dec->sfinfo.frames != SF_COUNT_MAX)
+            dec->declared_seconds = (double)dec->sfinfo.frames / dec->sfinfo.samplerate;
+        return;
+    }
+    /* A live input declares nothing; a length estimated from the bit rate
+     * and the file size is no declaration (a cut file shrinks it too). */
+    if (!dec->fmt->pb || !(dec->fmt->pb->seekable & AVIO_SEEKABLE_NORMAL) ||
+        dec->fmt->duration_estimation_method == AVFMT_DURATION_FROM_BITRATE)
+        return;
+    if (dec->st->duration != AV_NOPTS_VALUE && dec->st->duration > 0)
+        dec->declared_seconds = (double)dec->st->duration * av_q2d(dec->st->time_base);
+    else if (dec->fmt->duration != AV_NOPTS_VALUE && dec->fmt->duration > 0)
+        dec->declared_seconds = (double)dec->fmt->duration / AV_TIME_BASE;
+}
+
 int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_params *p,
                        char *err, size_t errlen)
 {
@@ -507,6 +546,7 @@ int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_
     }
     if (ret < 0)
         goto fail_msg;
+    find_declared(dec, url);
 
     if (p->kind == CLAPP_MEDIA_VIDEO) {
         dec->out_tb = av_inv_q(av_d2q(p->fps, 1001000));
@@ -552,7 +592,7 @@ static int ffmpeg_next_frame(clapp_decoder *dec)
             return 0;
         }
         if (ret != AVERROR(EAGAIN)) {
-            count_error(dec, ret);
+            count_error(dec, ret, 0);
             if (dec->input_eof) { /* a failure while draining ends the stream */
                 dec->decoder_eof = 1;
                 return 0;
@@ -573,24 +613,31 @@ static int ffmpeg_next_frame(clapp_decoder *dec)
             if (ret != AVERROR_EOF && !(dec->fmt->pb && avio_feof(dec->fmt->pb))) {
                 if (ret == AVERROR(EAGAIN))
                     continue;
-                count_error(dec, ret);
+                count_error(dec, ret, 0);
                 if (dec->fmt->pb && dec->fmt->pb->error < 0 && ret != AVERROR_INVALIDDATA)
                     return dec_fail(dec, CLAPP_E_IO, "read error (%s)", av_errstr(ret, eb, sizeof(eb)));
             }
             dec->input_eof = 1;
             ret = avcodec_send_packet(dec->cc, NULL);
             if (ret < 0 && ret != AVERROR_EOF)
-                count_error(dec, ret);
+                count_error(dec, ret, 0);
             continue;
         }
         if (dec->pkt->stream_index != dec->st->index) {
             av_packet_unref(dec->pkt);
             continue;
         }
-        ret = avcodec_send_packet(dec->cc, dec->pkt);
-        av_packet_unref(dec->pkt);
-        if (ret < 0 && ret != AVERROR(EAGAIN))
-            count_error(dec, ret);
+        {
+            double secs = dec->pkt->duration > 0 ? (double)dec->pkt->duration * av_q2d(dec->st->time_base) : 0;
+            if (secs > 0) {
+                dec->pkt_seconds += secs;
+                dec->n_pkts++;
+            }
+            ret = avcodec_send_packet(dec->cc, dec->pkt);
+            av_packet_unref(dec->pkt);
+            if (ret < 0 && ret != AVERROR(EAGAIN))
+                count_error(dec, ret, secs);
+        }
     }
 }
 
@@ -1060,6 +1107,18 @@ int64_t clapp_decoder_duration_frames(const clapp_decoder *dec)
 int64_t clapp_decoder_error_count(const clapp_decoder *dec)
 {
     return dec ? dec->n_errors : 0;
+}
+
+double clapp_decoder_lost_seconds(const clapp_decoder *dec)
+{
+    return dec ? dec->lost_seconds : 0;
+}
+
+double clapp_decoder_declared_seconds(const clapp_decoder *dec, int *exact)
+{
+    if (exact)
+        *exact = dec ? dec->declared_exact : 0;
+    return dec ? dec->declared_seconds : -1;
 }
 
 void clapp_decoder_close(clapp_decoder *dec)

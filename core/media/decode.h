@@ -75,6 +75,18 @@ int64_t clapp_decoder_duration_frames(const clapp_decoder *dec);
  * data, nothing decoded (...)"). A truncated file delivers its decodable
  * prefix, then 0. */
 int64_t clapp_decoder_error_count(const clapp_decoder *dec);
+/* About how much media those damaged packets held, in seconds (their
+ * durations; a failure not tied to one packet counts the mean packet). */
+double  clapp_decoder_lost_seconds(const clapp_decoder *dec);
+
+/* Seconds of media the input's header declares, or -1 if it declares none
+ * that can be trusted: a WAV file's data size (FFmpeg drops it for a file
+ * shorter than it says), else the container's duration when read from its
+ * header (not one estimated from the bit rate and the file size, and none
+ * for live inputs). *exact (may be NULL) is 1 for a WAV size field (a
+ * shortfall of milliseconds is real), 0 for a container duration (a few
+ * frames off is normal). */
+double  clapp_decoder_declared_seconds(const clapp_decoder *dec, int *exact);
 
 void clapp_decoder_close(clapp_decoder *dec);
 

@@ -191,6 +191,10 @@ int clapp_manifest_load(clapp_manifest *m, const char *path, char *err, size_t e
             rc = CLAPP_E_FORMAT;
             goto fail;
         }
+        if (lineno == 1 && (p = s + clapp_utf8_bom(s)) != s) {
+            memmove(s, p, (size_t)got - 2);   /* the BOM and its 3 bytes go, the NUL stays */
+            got -= 3;
+        }
         /* Only line ends go here: a leading TAB means an empty path. */
         while (got > 0 && (s[got - 1] == '\n' || s[got - 1] == '\r'))
             s[--got] = 0;

@@ -317,31 +317,38 @@ static void lane_emit(clapp_source *src, clapp_block *blk, int32_t b, lane_state
     }
 }
 
-/* End of a file read without errors: damaged packets the decoder skipped,
- * an end well before the length the container announces (a cut file), and
- * labels that run past the audio make it a bad file (its data was used). */
-/* What is wrong with a file that has been read to its end (damaged packets,
- * a clear shortfall against its header, labels past the audio): 1 and the
- * reason in why, or 0. */
-static int file_problem(clapp_source *src, lane_state *st, char *why, size_t whylen)
+/* Damage in a file read to its end: damaged packets the decoder skipped
+ * (how many, about how many seconds), and an end before the length its
+ * header declares (a cut file: the seconds decoded, declared and missing).
+ * 1 and the description in why, or 0. What is there was used either way;
+ * the caller makes it a warning, or with strict=true an error. */
+static int file_damage(clapp_source *src, lane_state *st, char *why, size_t whylen)
 {
     const double rate = src->info.rate;
     int64_t skipped = clapp_decoder_error_count(st->dec);
-    int64_t expect = clapp_decoder_duration_frames(st->dec);
-    int64_t decoded = lane_input_steps(src, st);   /* st->pos before speed perturbation */
-    if (skipped > 0) {
-        snprintf(why, whylen, "truncated or corrupt data: %lld damaged packet(s) skipped, "
-                 "%.3f s decoded", (long long)skipped, (double)decoded / rate);
-        return 1;
-    }
-    /* Estimates from headers are a few frames off: only a clear shortfall
-     * (10 % and a quarter second) counts. */
-    if (expect > 0 && (double)(expect - decoded) > 0.1 * (double)expect &&
-        (double)(expect - decoded) > 0.25 * rate) {
-        snprintf(why, whylen, "truncated: ended after %.3f s of the %.3f s its header "
-                 "announces", (double)decoded / rate, (double)expect / rate);
-        return 1;
-    }
+    int exact = 0;
+    double declared = clapp_decoder_declared_seconds(st->dec, &exact);
+    double decoded = (double)lane_input_steps(src, st) / rate;   /* before speed perturbation */
+    double missing = declared - decoded;
+    size_t n = 0;
+    why[0] = 0;
+    if (skipped > 0)
+        n += (size_t)snprintf(why, whylen, "damaged: %lld packet(s) skipped, about %.3f s of media lost",
+                              (long long)skipped, clapp_decoder_lost_seconds(st->dec));
+    /* A WAV's size field is exact (10 ms of slack for resampling); a
+     * container's duration is a few frames off, so only a clear shortfall
+     * (10 % and a quarter second) counts there. */
+    if (declared > 0 && (exact ? missing > 0.010 : missing > 0.1 * declared && missing > 0.25) && n < whylen)
+        snprintf(why + n, whylen - n, "%s%.3f s decoded of the %.3f s its header declares "
+                 "(%.3f s missing)", n ? "; " : "truncated: ", decoded, declared, missing);
+    return why[0] != 0;
+}
+
+/* Labels of a file read to its end that run past its audio: 1 and the
+ * reason in why (the .phn file, line and phone), or 0. */
+static int labels_past_end(clapp_source *src, lane_state *st, char *why, size_t whylen)
+{
+    int64_t decoded = lane_input_steps(src, st);
     if (st->has_ali && st->ali.n > 0) {
         const clapp_phn_segment *s = &st->ali.seg[st->ali.n - 1];
         double audio = (double)decoded / src->p.decode.rate;
@@ -367,7 +374,7 @@ static int lane_fill_stream(clapp_source *src, clapp_block *blk, int32_t b)
     char err[1024], why[1200];
     for (;;) {
         int64_t n = 0, pos0;
-        int eof = 0, error = 0;
+        int eof = 0, error = 0, bad = 0, damaged = 0;
         uint32_t flags = 0;
         if (atomic_load(&src->stop))
             return 0;
@@ -403,17 +410,29 @@ static int lane_fill_stream(clapp_source *src, clapp_block *blk, int32_t b)
         pos0 = st->pos;
         st->pos += n;
         /* A file reported bad ends its sequence marked failed, so writers
-         * do not leave it looking complete. */
-        if (error || (eof && file_problem(src, st, why, sizeof why)))
+         * do not leave it looking complete; damage is a warning, or with
+         * strict=true makes the file bad. */
+        if (eof && !error) {
+            bad = labels_past_end(src, st, why, sizeof why);
+            damaged = !bad && file_damage(src, st, why, sizeof why);
+            bad |= damaged && src->p.strict;
+        }
+        if (error || bad)
             flags |= CLAPP_LANE_SEQ_FAILED;
         lane_emit(src, blk, b, st, n, pos0, flags);
         st->started = 1;
-        if (error)
+        if (error) {
             report_bad(src, st->entry, err[0] ? err : "read error");
-        else if (eof && (flags & CLAPP_LANE_SEQ_FAILED))
+        } else if (bad) {
+            if (damaged)
+                strncat(why, " (strict: damage fails the file)", sizeof why - strlen(why) - 1);
             report_bad(src, st->entry, why);
-        else if (eof)
+        } else if (eof) {
+            if (damaged && !atomic_load(&src->stop))
+                clapp_host_log(src->host, CLAPP_LOG_WARNING, WHO, "%s: %s; what could be decoded was used",
+                               src->m->entries[st->entry].path, why);
             atomic_fetch_add(&src->done, 1);
+        }
         if (eof || error)
             lane_close(st);
         return 1;
@@ -932,6 +951,7 @@ void clapp_source_params_from_values(clapp_source_params *sp, const clapp_param_
     sp->window_align = src_value(v, n, "window_align")->i;
     sp->label_rate = src_value(v, n, "label_rate")->f;
     sp->shuffle = (int)src_value(v, n, "shuffle")->i;
+    sp->strict = (int)src_value(v, n, "strict")->i;
     sp->gain = (float)src_value(v, n, "gain")->f;
     sp->offset = (float)src_value(v, n, "offset")->f;
     sp->aug.gain_db = src_value(v, n, "aug_gain_db")->f;

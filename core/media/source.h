@@ -52,13 +52,22 @@
  * Failures: a file fails when it cannot be opened, a read fails (the lane
  * then ends the sequence with what it has, flagged SEQ_END), it holds no
  * media at all, or its .phn file does not load. In stream mode, at the end of
- * a file (its data delivered and used), it also fails if the decoder skipped
- * damaged packets, if it ended clearly short (> 10 % and > 0.25 s) of the
- * duration its container announces (a cut file), or if its alignment runs
+ * a file (its data delivered and used), it also fails if its alignment runs
  * more than 10 ms past the end of the audio (logged naming the .phn file and
- * line; up to 10 ms is tolerated, flite's last pau runs ~5 ms over). Each is logged once as "PATH: reason" at CLAPP_LOG_ERROR and
- * counted once; later epochs skip that entry silently. Files too short for
- * the window are skipped with one warning and counted in neither count.
+ * line; up to 10 ms is tolerated, flite's last pau runs ~5 ms over). Each is
+ * logged once as "PATH: reason" at CLAPP_LOG_ERROR and counted once; later
+ * epochs skip that entry silently. Files too short for the window are
+ * skipped with one warning and counted in neither count.
+ *
+ * Damage is a warning: in stream mode, a file read to its end whose decoder
+ * skipped damaged packets ("PATH: damaged: N packet(s) skipped, about S s of
+ * media lost") or that ended before the length its header declares ("PATH:
+ * truncated: D s decoded of the H s its header declares (M s missing)"; a
+ * WAV's data size counts to 10 ms, a container's duration only for a clear
+ * shortfall, > 10 % and > 0.25 s) is logged once at CLAPP_LOG_WARNING and
+ * counts as done: what could be decoded was used. With strict (the source's
+ * strict=true, the command's --strict) the same is an error: the file fails
+ * as above and its sequence ends flagged SEQ_FAILED.
  */
 #ifndef CLAPP_CORE_SOURCE_H
 #define CLAPP_CORE_SOURCE_H
@@ -82,6 +91,7 @@ typedef struct clapp_source_params {
     double              label_rate;  /* frame labels per second from .phn alignments (0: none) */
     uint64_t            seed;        /* window starts and shuffling */
     int                 shuffle;     /* shuffle manifest order per epoch */
+    int                 strict;      /* damage (skipped packets, a cut file) fails the file */
     int32_t             epochs;      /* passes over the manifest */
     float               gain, offset;/* every valid value becomes gain * value + offset (input
                                       * normalisation; default 1, 0) */

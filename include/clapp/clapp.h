@@ -96,7 +96,8 @@ typedef struct clapp_loss_info {
 /* Counters of an open pipeline. */
 typedef struct clapp_run_info {
     int64_t blocks;        /* blocks processed (a resumed run counts the checkpoint's) */
-    int64_t steps;         /* valid source time steps processed (samples or frames), all lanes */
+    int64_t steps;         /* valid source time steps processed (samples or frames), all lanes, by
+                              this handle (a resumed run's skipped blocks are not counted) */
     int32_t files_done;    /* manifest mode: files fully read */
     int32_t files_failed;  /* manifest mode: files that could not be read (logged) */
     double  lr_scale;      /* factor on every learning rate at the last optimizer step (warmup) */

@@ -24,6 +24,7 @@
 #include "clapp/clapp.h"
 #include "cli.h"
 #include "interrupt.h"
+#include "stream.h"
 
 #define X_MAX_ARGS 256
 
@@ -91,14 +92,14 @@ static char *out_folder(const char *dir)
 static void extract_usage(void)
 {
     printf("usage: clapp extract PIPE (--checkpoint C | --random-init) --data MANIFEST --out DIR\n"
-           "                     [--element NAME]... [--set NAME.KEY=VALUE]... [--seed S] [-q|-v]\n"
+           "                     [--element NAME]... [--set NAME.KEY=VALUE]... [--seed S] [--strict] [-q|-v]\n"
            "Runs every file of the manifest once, whole, through the pipeline with learning off and\n"
            "the weights of checkpoint C (or the seeded random initialisation: the baseline features\n"
            "of an untrained encoder), and writes the output of each chosen element (default:\n"
            "every layer; the source's name gives the decoded input) to DIR/<key>.<element>.npy (float32, one\n"
            "row per time step) with a JSON sidecar DIR/<key>.<element>.json (element, rate,\n"
            "pts_first, frames, dims, checkpoint, pipeline). Memory is bounded by the block size.\n"
-           "Exit status as 'clapp run'.\n");
+           "Damaged input and --strict as for 'clapp run'. Exit status as 'clapp run'.\n");
 }
 
 static int rec_for(x_element *xe, const clapp_lane *ln, int32_t b)
@@ -273,7 +274,7 @@ int cli_extract(int argc, char **argv)
     const char *sets[X_MAX_ARGS];
     char *out_dir = NULL;
     char *ckpt_blocks = NULL, err[2048] = "";
-    int n_want = 0, n_sets = 0, n_names = 0, status = CLI_OK, rc, random_init = 0, verbosity = 1;
+    int n_want = 0, n_sets = 0, n_names = 0, status = CLI_OK, rc, random_init = 0, verbosity = 1, strict = 0;
     x_element *xs = NULL;
     clapp_pipeline *p = NULL;
     clapp_options opt;
@@ -293,6 +294,8 @@ int cli_extract(int argc, char **argv)
             verbosity = 2;
         } else if (!strcmp(a, "--random-init")) {
             random_init = 1;
+        } else if (!strcmp(a, "--strict")) {
+            strict = 1;
         } else if (!strcmp(a, "--checkpoint") || !strcmp(a, "--data") || !strcmp(a, "--out") ||
                    !strcmp(a, "--element") || !strcmp(a, "--set") || !strcmp(a, "--seed")) {
             if (!v) {
@@ -346,6 +349,8 @@ int cli_extract(int argc, char **argv)
      * every file once and whole, the checkpoint's weights. */
     if (clapp_pipeline_create_from_file(&p, pipe, sets, n_sets, &opt) < 0)
         goto usage_err;
+    if (strict && (status = cli_apply_strict(p)) != CLI_OK)
+        goto done;
     if ((status = attach_writers(p, pipe, out_dir, want, n_want, &names, &n_names)) != CLI_OK)
         goto done;
     if ((rc = clapp_pipeline_open_files(p, data)) < 0) {

@@ -78,6 +78,19 @@ static int has_element(const clapp_pipeline *p, const char *name)
     return 0;
 }
 
+int cli_apply_strict(clapp_pipeline *p)
+{
+    const char *source = NULL;
+    char set[300];
+    if (clapp_pipeline_element(p, 0, &source, NULL, NULL) < 0 ||
+        snprintf(set, sizeof set, "%s.strict=true", source) >= (int)sizeof set ||
+        clapp_pipeline_override(p, set) < 0) {
+        fprintf(stderr, "clapp: error: --strict: %s\n", clapp_pipeline_error(p));
+        return CLI_USAGE;
+    }
+    return CLI_OK;
+}
+
 int cli_pipeline_create(clapp_pipeline **p, const cli_options *o, int learn)
 {
     clapp_options opt;
@@ -130,6 +143,8 @@ int cli_pipeline_create(clapp_pipeline **p, const cli_options *o, int learn)
         if (names_probe(o, o->sets[i]))
             rc = clapp_pipeline_override(*p, o->sets[i]);
     free(early);
+    if (rc == CLAPP_OK && o->strict)
+        return cli_apply_strict(*p);
     if (rc < 0) {
         fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(*p));
         return rc == CLAPP_E_NOMEM || rc == CLAPP_E_INTERNAL ? CLI_FAILED : CLI_USAGE;
@@ -433,7 +448,8 @@ int cli_stream(const cli_options *o, int learn)
         if (!o->metrics || !strcmp(o->metrics, "-")) {
             r.metrics = stdout;
             r.metrics_name = "standard output";
-        } else if (!(r.metrics = fopen(o->metrics, "w"))) {
+        } else if (!(r.metrics = fopen(o->metrics, o->resume ? "a" : "w"))) {
+            /* --resume continues the metrics of the run it resumes. */
             perror(o->metrics);
             status = CLI_USAGE;
             goto done;
@@ -463,6 +479,17 @@ int cli_stream(const cli_options *o, int learn)
             fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(r.p));
             status = rc == CLAPP_E_NOMEM ? CLI_FAILED : CLI_USAGE;
             goto done;
+        }
+        /* Block lines continue the checkpoint's numbering; media_seconds
+         * counts this run's blocks only. */
+        if (r.metrics) {
+            clapp_run_info ri;
+            clapp_pipeline_run_info(r.p, &ri);
+            fprintf(r.metrics, "{\"event\":\"resume\",\"blocks\":%lld}\n", (long long)ri.blocks);
+            if (metrics_check(&r) < 0) {
+                status = CLI_FAILED;
+                goto done;
+            }
         }
     }
     if (o->snapshots > 0 && (!(o->budget_s > 0) || !o->checkpoint || !learn)) {
