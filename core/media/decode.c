@@ -48,6 +48,15 @@
 
 #define SNDFILE_CHUNK 4096 /* frames per sf_readf_float call */
 
+/* Bounds on the video output a file's timestamps may ask for: one input
+ * frame lasts at most VIDEO_MAX_FRAME_SECONDS of output (a stream header
+ * whose frame rate says more is refused at open), and a whole file at most
+ * VIDEO_DECLARED_FACTOR times the duration its container declares plus
+ * VIDEO_DECLARED_SLACK seconds. */
+#define VIDEO_MAX_FRAME_SECONDS 600
+#define VIDEO_DECLARED_FACTOR 2
+#define VIDEO_DECLARED_SLACK 60
+
 struct clapp_decoder {
     clapp_decode_params p;
     char               *name;       /* the url as given, for messages */
@@ -102,6 +111,8 @@ struct clapp_decoder {
 
     /* counters and sticky state */
     int64_t             n_out;      /* output frames produced (samples or pictures) */
+    int64_t             video_out;  /* video frames emitted */
+    int64_t             video_max;  /* bound on video_out from the declared duration; -1 none */
     int64_t             n_decoded;  /* decoded input frames */
     int64_t             n_errors;   /* skipped decoding errors */
     double              pkt_seconds; /* duration of the chosen stream's packets read */
@@ -364,6 +375,16 @@ static int open_ffmpeg(clapp_decoder *dec, const char *url)
     }
 
     if (type == AVMEDIA_TYPE_VIDEO) {
+        /* A header whose frame rate makes one frame last longer than any
+         * output may (2/214748365 fps: 3.4 years) is refused at once. */
+        AVRational fr = dec->st->avg_frame_rate.num > 0 && dec->st->avg_frame_rate.den > 0 ?
+                        dec->st->avg_frame_rate : dec->st->r_frame_rate;
+        if (fr.num > 0 && fr.den > 0 && (double)fr.den / fr.num > VIDEO_MAX_FRAME_SECONDS) {
+            ret = dec_fail(dec, CLAPP_E_FORMAT, "implausible frame rate %d/%d in the stream header "
+                           "(a frame would last %.3g s, more than %d s)", fr.num, fr.den,
+                           (double)fr.den / fr.num, VIDEO_MAX_FRAME_SECONDS);
+            goto fail;
+        }
         /* The CLI shifts all timestamps so the file starts at 0. */
         if (dec->fmt->start_time != AV_NOPTS_VALUE)
             dec->ts_offset = av_rescale_q(-dec->fmt->start_time, AV_TIME_BASE_Q, dec->st->time_base);
@@ -547,6 +568,9 @@ int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_
     if (ret < 0)
         goto fail_msg;
     find_declared(dec, url);
+    dec->video_max = -1;
+    if (p->kind == CLAPP_MEDIA_VIDEO && dec->declared_seconds > 0)
+        dec->video_max = (int64_t)((VIDEO_DECLARED_FACTOR * dec->declared_seconds + VIDEO_DECLARED_SLACK) * p->fps) + 1;
 
     if (p->kind == CLAPP_MEDIA_VIDEO) {
         dec->out_tb = av_inv_q(av_d2q(p->fps, 1001000));
@@ -966,8 +990,6 @@ static int video_emit(clapp_decoder *dec, float *dst)
     return 0;
 }
 
-/* The longest one input frame may last in the output, in seconds. */
-#define VIDEO_MAX_FRAME_SECONDS 600
 
 /* One output frame by the fps filter's rule. Returns 1, 0 at the end, or a CLAPP_E_*. */
 static int video_step(clapp_decoder *dec, float *dst)
@@ -995,16 +1017,23 @@ static int video_step(clapp_decoder *dec, float *dst)
             continue;
         }
         /* Bounded output: one input frame fills at most VIDEO_MAX_FRAME_SECONDS
-         * of output (a stream header claiming 2/214748365 fps would
-         * otherwise repeat each frame for years). */
+         * of output (timestamps far apart would otherwise repeat a frame for
+         * years), and the file at most twice what its container declares
+         * plus a minute. */
         if (dec->repeats >= (int64_t)(dec->p.fps * VIDEO_MAX_FRAME_SECONDS) + 1)
             return dec_fail(dec, CLAPP_E_FORMAT, "a frame at %.3f s of output would last more than %d s "
                             "(implausible frame rate %d/%d or timestamps in the file)",
                             (double)dec->next_pts / dec->p.fps, VIDEO_MAX_FRAME_SECONDS, dec->st->avg_frame_rate.num,
                             dec->st->avg_frame_rate.den);
+        if (dec->video_max >= 0 && dec->video_out >= dec->video_max)
+            return dec_fail(dec, CLAPP_E_FORMAT, "%.0f s of output, more than %d x the %.3f s the container "
+                            "declares plus %d s (implausible timestamps in the file)",
+                            (double)dec->video_out / dec->p.fps, VIDEO_DECLARED_FACTOR, dec->declared_seconds,
+                            VIDEO_DECLARED_SLACK);
         ret = video_emit(dec, dst);
         if (ret < 0)
             return ret;
+        dec->video_out++;
         dec->repeats++;
         dec->next_pts++;
         return 1;
