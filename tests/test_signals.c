@@ -2,16 +2,24 @@
  * blocks finishes the block, writes the final checkpoint (which loads), the
  * metrics summary and .npy headers that match their data, says so once and
  * exits 130 / 143; `clapp extract` likewise; an element failing mid-run
- * still leaves the final checkpoint of the consistent weights. */
+ * still leaves the final checkpoint of the consistent weights; the first
+ * SIGINT also ends a wait for input that never comes (a FIFO without a
+ * writer): exit 130 within 2 s, the file named; and `clapp train` killed by
+ * SIGTERM at 20 random moments (start-up, resume, training, periodic saves)
+ * always leaves a checkpoint that loads and that --resume continues from,
+ * and no temporary file. */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <dirent.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "clapp/plugin_util.h"
 
 #include "clapp/clapp.h"
 #include "testutil.h"
@@ -63,6 +71,36 @@ static int wait_for(const char *path, const char *needle, int n)
         nanosleep(&ts, NULL);
     }
     return 0;
+}
+
+static void sleep_s(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* waitpid's raw status within secs seconds; -1 (the child then killed) if
+ * it has not ended by then. */
+static int wait_raw_within(pid_t pid, double secs)
+{
+    double t0 = now_s();
+    int ws = 0;
+    while (waitpid(pid, &ws, WNOHANG) == 0) {
+        if (now_s() - t0 > secs) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &ws, 0);
+            return -1;
+        }
+        sleep_s(0.01);
+    }
+    return ws;
 }
 
 static int wait_status(pid_t pid)
@@ -286,6 +324,135 @@ static void test_extract_sigint(void **state)
     free(outdir);
 }
 
+/* A FIFO that never gets a writer: the first SIGINT ends the wait. `clapp
+ * run` and `clapp train` exit 130 within 2 s, naming the FIFO; train still
+ * saves its checkpoint (of 0 blocks), which loads. */
+static void test_sigint_wakes_fifo(void **state)
+{
+    fixture *f = *state;
+    char *fifo = tu_path(f->dir, "f.fifo"), *err;
+    char *run_argv[] = {CLAPP_BIN, "run", f->pipe, "--data", f->manifest, NULL};
+    char *train_argv[] = {CLAPP_BIN, "train", f->pipe, "--data", f->manifest, "--checkpoint", f->ckpt,
+                          "--metrics", f->metrics, NULL};
+    char **argvs[2] = {run_argv, train_argv};
+    assert_int_equal(tu_run("mkfifo '%s'", fifo), 0);
+    assert_int_equal(tu_write_text(f->manifest, "f.fifo\n"), 0);
+    for (int k = 0; k < 2; k++) {
+        pid_t pid = spawn(argvs[k], f->out, f->err);
+        double t0;
+        int ws;
+        assert_true(pid > 0);
+        sleep_s(1.0);   /* by now it waits for the FIFO */
+        t0 = now_s();
+        assert_int_equal(kill(pid, SIGINT), 0);
+        ws = wait_raw_within(pid, 2.0);
+        err = tu_read_text(f->err);
+        if (ws < 0 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 130)
+            fail_msg("clapp %s: %s after SIGINT; stderr:\n%s", argvs[k][1],
+                     ws < 0 ? "still running 2 s" : "not exit 130", err);
+        if (count_substr(err, "f.fifo: interrupted while waiting for data") != 1 ||
+            count_substr(err, "interrupted by SIGINT") != 1)
+            fail_msg("clapp %s: stderr:\n%s", argvs[k][1], err);
+        if (getenv("CLAPP_TEST_VERBOSE"))
+            fprintf(stderr, "clapp %s: exit 130 %.3f s after SIGINT\n", argvs[k][1], now_s() - t0);
+        free(err);
+    }
+    assert_int_equal(checkpoint_blocks(f), 0);
+    free(fifo);
+}
+
+/* Is `name` in the training folder one of the files the test itself made
+ * or the run's outputs (anything else is a temporary left behind)? */
+static int expected_file(const char *name)
+{
+    static const char *const ok[] = {".", "..", "a.wav", "m.tsv", "p.pipe", "c.safetensors", "metrics.jsonl",
+                                     "out.txt", "err.txt", "feat"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (!strcmp(name, ok[i]))
+            return 1;
+    return 0;
+}
+
+static void check_no_temporary(const char *dir, const char *feat)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    assert_non_null(d);
+    while ((e = readdir(d)))
+        if (!expected_file(e->d_name))
+            fail_msg("%s/%s left behind", dir, e->d_name);
+    closedir(d);
+    if ((d = opendir(feat))) {
+        while ((e = readdir(d)))
+            if (strstr(e->d_name, ".partial"))
+                fail_msg("%s/%s left behind", feat, e->d_name);
+        closedir(d);
+    }
+}
+
+/* SIGTERM at 20 random moments (fixed seed) from 0 to 1.5 s after start:
+ * in start-up, while --resume skips the blocks learned, while training,
+ * while a periodic checkpoint (every 3 blocks) is written. Each time the
+ * checkpoint loads, has no fewer blocks than before (each run resumes from
+ * it), and nothing temporary is left; a last run resumes from it to the end
+ * of its epochs. A kill before the handler is installed (while the
+ * dynamic linker loads FFmpeg and OpenBLAS, 0.1-0.3 s on a busy machine)
+ * kills the process outright: nothing had started, and the checkpoint must
+ * be the one before, still loading. At least 5 of the 20 must land after
+ * the handler (the graceful path: finish the block, save, exit 143). */
+static void test_twenty_kills(void **state)
+{
+    fixture *f = *state;
+    uint64_t rng = 20;
+    long blocks = -1;
+    int handled = 0, early = 0;
+    char epochs[32];
+    for (int k = 0; k < 20; k++) {
+        int have = access(f->ckpt, F_OK) == 0;
+        char *argv[] = {CLAPP_BIN, "train", f->pipe, "--data", f->manifest, "--epochs", "1000", "--checkpoint",
+                        f->ckpt, "--checkpoint-every", "3", "--metrics", f->metrics, "--diag-every", "0",
+                        have ? "--resume" : NULL, NULL};
+        double delay = 1.5 * (double)(clapp_splitmix64(&rng) >> 11) / 9007199254740992.0;
+        pid_t pid = spawn(argv, f->out, f->err);
+        int ws;
+        assert_true(pid > 0);
+        sleep_s(delay);
+        assert_int_equal(kill(pid, SIGTERM), 0);
+        ws = wait_raw_within(pid, 30.0);
+        if (ws >= 0 && WIFEXITED(ws) && WEXITSTATUS(ws) == 143) {
+            handled++;
+        } else if (ws >= 0 && WIFSIGNALED(ws) && WTERMSIG(ws) == SIGTERM) {
+            early++;
+        } else {
+            char *err = tu_read_text(f->err);
+            fail_msg("kill %d after %.3f s: status %#x; stderr:\n%s", k, delay, ws, err);
+        }
+        if (access(f->ckpt, F_OK) == 0) {
+            long b = checkpoint_blocks(f);
+            if (b < blocks)
+                fail_msg("kill %d after %.3f s: the checkpoint went back from %ld to %ld blocks", k, delay, blocks, b);
+            blocks = b;
+        } else {
+            assert_int_equal(blocks, -1);   /* none yet: killed before anything */
+        }
+        check_no_temporary(f->dir, f->feat);
+        if (getenv("CLAPP_TEST_VERBOSE"))
+            fprintf(stderr, "kill %2d after %.3f s: %s, checkpoint %ld blocks\n", k, delay,
+                    WIFEXITED(ws) ? "exit 143" : "killed", blocks);
+    }
+    fprintf(stderr, "20 kills: %d handled (exit 143), %d before the handler; checkpoint at %ld blocks\n",
+            handled, early, blocks);
+    assert_true(handled >= 5);
+    assert_true(blocks > 0);
+    /* The last run resumes and ends: one more epoch than the checkpoint has
+     * begun (30 s of audio in blocks of 2048 samples: 235 blocks an epoch). */
+    snprintf(epochs, sizeof epochs, "%ld", blocks / 235 + 1);
+    assert_int_equal(tu_run("%s train '%s' --data '%s' --epochs %s --checkpoint '%s' --metrics '%s' --resume -q "
+                            "> /dev/null", CLAPP_BIN, f->pipe, f->manifest, epochs, f->ckpt, f->metrics), 0);
+    assert_int_equal(checkpoint_blocks(f), (blocks / 235 + 1) * 235);
+    check_no_temporary(f->dir, f->feat);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -293,6 +460,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigterm_saves, setup, teardown),
         cmocka_unit_test_setup_teardown(test_element_failure_keeps_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_extract_sigint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigint_wakes_fifo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_twenty_kills, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

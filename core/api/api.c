@@ -68,6 +68,8 @@ struct clapp_pipeline {
     push_lane          *pl;
     int64_t             step_floats;   /* floats per frame: C * H * W (audio: 1) */
     int64_t             next_seq;
+    int               (*interrupt)(void *user);   /* clapp_pipeline_set_interrupt */
+    void               *interrupt_user;
     char                err[4096];
 };
 
@@ -470,6 +472,8 @@ static int open_manifest(clapp_pipeline *p, const char *manifest, int epochs, in
         return fail(p, CLAPP_E_INVAL, "open_manifest: no manifest given");
     if (epochs < 1)
         return fail(p, CLAPP_E_INVAL, "open_manifest: epochs %d: expected at least 1", epochs);
+    p->sp.decode.interrupt = p->interrupt;
+    p->sp.decode.interrupt_user = p->interrupt_user;
     if ((rc = clapp_manifest_load(&p->manifest, manifest, p->err, sizeof p->err)) < 0)
         return rc;
     p->sp.epochs = epochs;
@@ -480,6 +484,18 @@ static int open_manifest(clapp_pipeline *p, const char *manifest, int epochs, in
     clapp_source_info(p->src, &p->info);
     p->mode = MODE_MANIFEST;
     return create_graph(p);
+}
+
+int clapp_pipeline_set_interrupt(clapp_pipeline *p, int (*interrupt)(void *user), void *user)
+{
+    int rc = check_handle(p);
+    if (rc < 0)
+        return rc;
+    if (p->mode != MODE_NONE)
+        return fail(p, CLAPP_E_STATE, "set_interrupt: the pipeline is open already; set it before opening");
+    p->interrupt = interrupt;
+    p->interrupt_user = user;
+    return CLAPP_OK;
 }
 
 int clapp_pipeline_open_push(clapp_pipeline *p, int32_t lanes)

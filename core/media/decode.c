@@ -107,7 +107,7 @@ struct clapp_decoder {
     int                 fifo_data;  /* a writer has sent data */
     AVIOContext        *fifo_io;
     int64_t             io_deadline; /* av_gettime_relative() limit of the current wait; 0: none */
-    int                 io_interrupted; /* 1: timeout, 2: stop */
+    int                 io_interrupted; /* 1: timeout, 2: stop, 3: the host's interrupt */
 
     /* counters and sticky state */
     int64_t             n_out;      /* output frames produced (samples or pictures) */
@@ -200,6 +200,8 @@ static int io_interrupt(void *opaque)
     clapp_decoder *dec = opaque;
     if (dec->p.stop && atomic_load(dec->p.stop))
         dec->io_interrupted = 2;
+    else if (dec->p.interrupt && dec->p.interrupt(dec->p.interrupt_user))
+        dec->io_interrupted = 3;
     else if (dec->io_deadline > 0 && av_gettime_relative() > dec->io_deadline)
         dec->io_interrupted = 1;
     return dec->io_interrupted != 0;
@@ -216,6 +218,8 @@ static int io_fail(clapp_decoder *dec)
 {
     if (dec->io_interrupted == 2)
         return dec_fail(dec, CLAPP_E_IO, "stopped while waiting for data");
+    if (dec->io_interrupted == 3)
+        return dec_fail(dec, CLAPP_E_IO, "interrupted while waiting for data");
     return dec_fail(dec, CLAPP_E_IO, "no data within %g s (source io_timeout)", dec->p.io_timeout);
 }
 

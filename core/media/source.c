@@ -106,15 +106,30 @@ void clapp_source_default_params(clapp_source_params *p)
     p->aug.speed = 1.0;
 }
 
+/* The host asked to stop (decode.h: interrupt). */
+static int interrupted(const clapp_source *src)
+{
+    return src->p.decode.interrupt && src->p.decode.interrupt(src->p.decode.interrupt_user);
+}
+
 /* "PATH: reason", without repeating the path when the decoder named it. */
 static void report_bad(clapp_source *src, int32_t entry, const char *why)
 {
     const char *path = src->m->entries[entry].path;
     size_t pl = strlen(path);
+    int named = strncmp(why, path, pl) == 0 && why[pl] == ':';
     /* A read cut off because the source is being stopped is no bad file. */
     if (atomic_load(&src->stop))
         return;
-    if (strncmp(why, path, pl) == 0 && why[pl] == ':')
+    /* Nor is one the host interrupted: said once, naming the file, and the
+     * whole source stops (the next file would keep it waiting as well). */
+    if (interrupted(src)) {
+        atomic_store(&src->stop, 1);
+        clapp_host_log(src->host, CLAPP_LOG_WARNING, WHO, "%s%s%s; reading stopped", named ? "" : path,
+                       named ? "" : ": ", why);
+        return;
+    }
+    if (named)
         clapp_host_log(src->host, CLAPP_LOG_ERROR, WHO, "%s", why);
     else
         clapp_host_log(src->host, CLAPP_LOG_ERROR, WHO, "%s: %s", path, why);

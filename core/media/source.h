@@ -49,6 +49,13 @@
  * Label ids in a set that is not frozen are added by the decode thread: read
  * such a set only after the source has ended.
  *
+ * Interrupts: when the host's decode.interrupt callback returns nonzero, a
+ * blocking open or read (a FIFO without a writer, a stalled network
+ * stream) gives up within about 0.1 s; the file is named in one warning
+ * ("PATH: interrupted while waiting for data; reading stopped"), is not
+ * counted as failed, and the source ends (clapp_source_next returns 0 once
+ * the blocks already decoded are taken).
+ *
  * Failures: a file fails when it cannot be opened, a read fails (the lane
  * then ends the sequence with what it has, flagged SEQ_END), it holds no
  * media at all, or its .phn file does not load. In stream mode, at the end of

@@ -192,6 +192,18 @@ CLAPP_API int clapp_pipeline_open_manifest(clapp_pipeline *p, const char *manife
  * augmentation, no shuffling): what feature extraction and evaluation read. */
 CLAPP_API int clapp_pipeline_open_files(clapp_pipeline *p, const char *manifest);
 
+/* [handle's thread, before open] A way to stop waiting for input: in
+ * manifest mode the decode thread calls interrupt(user) while it waits for
+ * data (a FIFO without a writer, a stalled network stream; about every
+ * 0.05-0.1 s) and between its reads, so it must be thread-safe and quick
+ * (read a flag that a signal handler sets: an atomic or a volatile
+ * sig_atomic_t). Once it returns nonzero the wait ends, the file being read
+ * is named in one warning ("PATH: interrupted while waiting for data;
+ * reading stopped"; it does not count as failed), decoding stops, and
+ * clapp_pipeline_step returns 0 once the blocks decoded before are used.
+ * NULL (the default): no interrupt. */
+CLAPP_API int clapp_pipeline_set_interrupt(clapp_pipeline *p, int (*interrupt)(void *user), void *user);
+
 /* [handle's thread, once] Frames come from the caller (clapp_pipeline_begin
  * / push / end), `lanes` streams side by side (0: the source's lanes=). The
  * stream is the source's: audio [lanes, 1, block] at rate=, or video

@@ -340,6 +340,7 @@ int cli_extract(int argc, char **argv)
         return CLI_USAGE;
     }
     opt.log_level = verbosity == 0 ? CLAPP_LOG_ERROR : verbosity == 1 ? CLAPP_LOG_WARNING : CLAPP_LOG_INFO;
+    cli_interrupt_install();
     if (!(out_dir = out_folder(out_arg))) {
         fprintf(stderr, "clapp: error: --out %s: cannot resolve the folder\n", out_arg);
         return CLI_FAILED;
@@ -351,6 +352,8 @@ int cli_extract(int argc, char **argv)
         goto usage_err;
     if (strict && (status = cli_apply_strict(p)) != CLI_OK)
         goto done;
+    if (clapp_pipeline_set_interrupt(p, cli_interrupt_check, NULL) < 0)
+        goto usage_err;
     if ((status = attach_writers(p, pipe, out_dir, want, n_want, &names, &n_names)) != CLI_OK)
         goto done;
     if ((rc = clapp_pipeline_open_files(p, data)) < 0) {
@@ -378,7 +381,6 @@ int cli_extract(int argc, char **argv)
             xs[k].lane_rec[b] = -1;
     }
 
-    cli_interrupt_install();
     while (!cli_interrupted() && (rc = clapp_pipeline_step(p)) == 1) {
         for (int k = 0; k < n_names; k++) {
             const clapp_block *blk;

@@ -143,6 +143,8 @@ int cli_pipeline_create(clapp_pipeline **p, const cli_options *o, int learn)
         if (names_probe(o, o->sets[i]))
             rc = clapp_pipeline_override(*p, o->sets[i]);
     free(early);
+    if (rc == CLAPP_OK)
+        rc = clapp_pipeline_set_interrupt(*p, cli_interrupt_check, NULL);
     if (rc == CLAPP_OK && o->strict)
         return cli_apply_strict(*p);
     if (rc < 0) {
@@ -330,7 +332,6 @@ static int stream_loop(stream_run *r, const cli_options *o, int learn)
     int rc = 0, status = CLI_OK, next_snap = 1, sig = 0, periodic_failed = 0, saved = 0;
     double secs;
 
-    cli_interrupt_install();
     clock_gettime(CLOCK_MONOTONIC, &t0);
     while (!(sig = cli_interrupted()) && (rc = clapp_pipeline_step(r->p)) == 1) {
         clapp_pipeline_run_info(r->p, &ri);
@@ -419,6 +420,10 @@ int cli_stream(const cli_options *o, int learn)
     int status, rc;
 
     memset(&r, 0, sizeof r);
+    /* From the start: a signal while the pipeline is set up or a resume
+     * skips its blocks (or waits for input) still ends in the loop below,
+     * which saves the checkpoint. */
+    cli_interrupt_install();
     status = stream_create(&r, o, learn);
     if (status == CLI_OK && o->dump_graph) {
         char *text = NULL;
