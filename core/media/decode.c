@@ -106,6 +106,11 @@ struct clapp_decoder {
     int                 fifo_fd;    /* -1 if the input is not a FIFO */
     int                 fifo_data;  /* a writer has sent data */
     AVIOContext        *fifo_io;
+    /* clapp_decoder_open_memory: the caller's bytes, read through our own
+     * seekable AVIOContext */
+    const uint8_t      *mem;
+    size_t              mem_size, mem_pos;
+    AVIOContext        *mem_io;
     int64_t             io_deadline; /* av_gettime_relative() limit of the current wait; 0: none */
     int                 io_interrupted; /* 1: timeout, 2: stop, 3: the host's interrupt */
 
@@ -250,6 +255,50 @@ static int fifo_read(void *opaque, uint8_t *buf, int size)
     }
 }
 
+/* Read and seek callbacks over the bytes of clapp_decoder_open_memory. */
+static int mem_read(void *opaque, uint8_t *buf, int size)
+{
+    clapp_decoder *dec = opaque;
+    size_t n = dec->mem_size - dec->mem_pos;
+    if (n == 0)
+        return AVERROR_EOF;
+    if (n > (size_t)size)
+        n = (size_t)size;
+    memcpy(buf, dec->mem + dec->mem_pos, n);
+    dec->mem_pos += n;
+    return (int)n;
+}
+
+static int64_t mem_seek(void *opaque, int64_t offset, int whence)
+{
+    clapp_decoder *dec = opaque;
+    int64_t base;
+    if (whence & AVSEEK_SIZE)
+        return (int64_t)dec->mem_size;
+    switch (whence & ~AVSEEK_FORCE) {
+    case SEEK_SET: base = 0; break;
+    case SEEK_CUR: base = (int64_t)dec->mem_pos; break;
+    case SEEK_END: base = (int64_t)dec->mem_size; break;
+    default: return AVERROR(EINVAL);
+    }
+    if (offset < -base || offset > (int64_t)dec->mem_size - base)
+        return AVERROR(EINVAL);
+    dec->mem_pos = (size_t)(base + offset);
+    return (int64_t)dec->mem_pos;
+}
+
+static int open_memory(clapp_decoder *dec)
+{
+    uint8_t *buf = av_malloc(1 << 14);
+    if (!buf || !(dec->mem_io = avio_alloc_context(buf, 1 << 14, 0, dec, mem_read, NULL, mem_seek))) {
+        av_free(buf);
+        return dec_fail(dec, CLAPP_E_NOMEM, "out of memory");
+    }
+    dec->fmt->pb = dec->mem_io;
+    dec->fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
+    return 0;
+}
+
 /* Plain paths that are FIFOs get our own reader (see fifo_read). */
 static int open_fifo(clapp_decoder *dec, const char *url)
 {
@@ -281,7 +330,9 @@ static int open_ffmpeg(clapp_decoder *dec, const char *url)
 
     /* "-" is standard input as for the ffmpeg CLI; existing paths get
      * "file:" so a ':' in a file name is not taken for a protocol. */
-    if (strcmp(url, "-") == 0)
+    if (dec->mem)
+        ffurl = av_strdup("");
+    else if (strcmp(url, "-") == 0)
         ffurl = av_strdup("pipe:0");
     else if (!is_url(url))
         ffurl = av_asprintf("file:%s", url);
@@ -302,7 +353,7 @@ static int open_ffmpeg(clapp_decoder *dec, const char *url)
     dec->fmt->max_index_size = 1 << 14;
     dec->fmt->interrupt_callback.callback = io_interrupt;
     dec->fmt->interrupt_callback.opaque = dec;
-    if ((ret = open_fifo(dec, url)) < 0)
+    if ((ret = dec->mem ? open_memory(dec) : open_fifo(dec, url)) < 0)
         goto fail;
     io_arm(dec);
     ret = avformat_open_input(&dec->fmt, ffurl, NULL, NULL);
@@ -442,6 +493,10 @@ static void close_backends(clapp_decoder *dec)
         av_freep(&dec->fifo_io->buffer);
         avio_context_free(&dec->fifo_io);
     }
+    if (dec->mem_io) {
+        av_freep(&dec->mem_io->buffer);
+        avio_context_free(&dec->mem_io);
+    }
     if (dec->fifo_fd >= 0)
         close(dec->fifo_fd);
     dec->fifo_fd = -1;
@@ -514,8 +569,9 @@ static void find_declared(clapp_decoder *dec, const char *url)
         dec->declared_seconds = (double)dec->fmt->duration / AV_TIME_BASE;
 }
 
-int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_params *p,
-                       char *err, size_t errlen)
+/* clapp_decoder_open and clapp_decoder_open_memory (mem != NULL). */
+static int decoder_open(clapp_decoder **out, const char *url, const uint8_t *mem, size_t mem_size,
+                        const clapp_decode_params *p, char *err, size_t errlen)
 {
     clapp_decoder *dec = NULL;
     int            ret;
@@ -545,19 +601,23 @@ int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_
     dec->cli_pts = dec->cli_next_pts = AV_NOPTS_VALUE;
     dec->swr_fmt = -1;
     dec->fifo_fd = -1;
+    dec->mem = mem;
+    dec->mem_size = mem_size;
 
-    ret = check_path(dec, url);
+    ret = mem ? 0 : check_path(dec, url);
     if (ret < 0)
         goto fail_msg;
 
-    if (p->backend == CLAPP_DECODE_SNDFILE) {
+    if (mem && p->backend == CLAPP_DECODE_SNDFILE) {
+        ret = dec_fail(dec, CLAPP_E_UNSUPPORTED, "the sndfile backend reads files, not memory");
+    } else if (p->backend == CLAPP_DECODE_SNDFILE) {
         ret = open_sndfile(dec, url);
     } else {
         ret = open_ffmpeg(dec, url);
         /* AUTO: libsndfile gets a chance at audio FFmpeg could not read
          * (not for standard input, whose bytes FFmpeg has consumed). */
         if (ret == CLAPP_E_FORMAT && p->backend == CLAPP_DECODE_AUTO && p->kind == CLAPP_MEDIA_AUDIO &&
-            strcmp(url, "-") != 0 && !is_url(url) && dec->fifo_fd < 0) {
+            strcmp(url, "-") != 0 && !is_url(url) && dec->fifo_fd < 0 && !mem) {
             int  code = dec->err_code;
             char msg[sizeof(dec->err_msg)];
             memcpy(msg, dec->err_msg, sizeof(msg));
@@ -595,6 +655,19 @@ fail_msg:
 fail:
     clapp_decoder_close(dec);
     return ret;
+}
+
+int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_params *p,
+                       char *err, size_t errlen)
+{
+    return decoder_open(out, url, NULL, 0, p, err, errlen);
+}
+
+int clapp_decoder_open_memory(clapp_decoder **out, const char *name, const void *data, size_t size,
+                              const clapp_decode_params *p, char *err, size_t errlen)
+{
+    static const uint8_t none[1];
+    return decoder_open(out, name, size ? data : none, size, p, err, errlen);
 }
 
 /* ------------------------------------------------------------------------ */

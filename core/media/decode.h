@@ -57,6 +57,14 @@ typedef struct clapp_decoder clapp_decoder;
 int clapp_decoder_open(clapp_decoder **dec, const char *url, const clapp_decode_params *p,
                        char *err, size_t errlen);
 
+/* The same from `size` bytes in memory (borrowed: they must outlive the
+ * decoder), read through a seekable AVIOContext; `name` is what messages
+ * call it. The FFmpeg backend only (AUTO is FFmpeg; SNDFILE:
+ * CLAPP_E_UNSUPPORTED). What the fuzz target tests/fuzz/fuzz_decode.c
+ * decodes. */
+int clapp_decoder_open_memory(clapp_decoder **dec, const char *name, const void *data, size_t size,
+                              const clapp_decode_params *p, char *err, size_t errlen);
+
 /* Read up to max_frames frames into dst (audio: samples; video: frames of
  * channels*height*width floats each). Returns the number read (> 0), 0 at
  * the end of the stream, or a negative CLAPP_E_* (err filled). After an

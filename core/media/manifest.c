@@ -97,6 +97,10 @@ static char *make_key(const char *dir_abs, const char *p)
         dot = strrchr(last, '.');
         if (dot && dot != last)
             *dot = 0;
+        /* "...wav" and "..wav" would leave ".." and ".": parts that name
+         * folders, not files (found by tests/fuzz/fuzz_manifest.c). */
+        if (!strcmp(last, ".") || !strcmp(last, ".."))
+            memset(last, '_', strlen(last));
     }
     if (!*out)
         strcpy(out, "_");
