@@ -4,7 +4,8 @@
  * exits 130 / 143; `clapp extract` likewise; an element failing mid-run
  * still leaves the final checkpoint of the consistent weights; the first
  * SIGINT also ends a wait for input that never comes (a FIFO without a
- * writer): exit 130 within 2 s, the file named; and `clapp train` killed by
+ * writer, an HTTP server that never answers): exit 130 within 2 s, the
+ * input named; and `clapp train` killed by
  * SIGTERM at 20 random moments (start-up, resume, training, periodic saves)
  * always leaves a checkpoint that loads and that --resume continues from,
  * and no temporary file. */
@@ -324,20 +325,49 @@ static void test_extract_sigint(void **state)
     free(outdir);
 }
 
-/* A FIFO that never gets a writer: the first SIGINT ends the wait. `clapp
- * run` and `clapp train` exit 130 within 2 s, naming the FIFO; train still
+/* A FIFO that never gets a writer, and an HTTP server that accepts the
+ * connection and never answers: the first SIGINT ends the wait. `clapp
+ * run` and `clapp train` exit 130 within 2 s, naming the input; train still
  * saves its checkpoint (of 0 blocks), which loads. */
-static void test_sigint_wakes_fifo(void **state)
+static void test_sigint_wakes_stalled_input(void **state)
 {
     fixture *f = *state;
-    char *fifo = tu_path(f->dir, "f.fifo"), *err;
+    char *fifo = tu_path(f->dir, "f.fifo"), *port_file = tu_path(f->dir, "port"), *err, *port;
+    char *http_manifest = tu_path(f->dir, "h.tsv"), url[128];
     char *run_argv[] = {CLAPP_BIN, "run", f->pipe, "--data", f->manifest, NULL};
     char *train_argv[] = {CLAPP_BIN, "train", f->pipe, "--data", f->manifest, "--checkpoint", f->ckpt,
                           "--metrics", f->metrics, NULL};
-    char **argvs[2] = {run_argv, train_argv};
+    char *http_argv[] = {CLAPP_BIN, "run", f->pipe, "--data", http_manifest, NULL};
+    char **argvs[3] = {run_argv, train_argv, http_argv};
+    const char *names[3] = {"f.fifo", "f.fifo", url};
+    pid_t server;
     assert_int_equal(tu_run("mkfifo '%s'", fifo), 0);
     assert_int_equal(tu_write_text(f->manifest, "f.fifo\n"), 0);
-    for (int k = 0; k < 2; k++) {
+    /* The server: listens on a free port, accepts, reads, never answers. */
+    server = fork();
+    if (server == 0) {
+        execl("/usr/bin/python3", "python3", "-c",
+              "import socket, sys, time\n"
+              "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(4)\n"
+              "open(sys.argv[1] + '.tmp', 'w').write(str(s.getsockname()[1]))\n"
+              "import os; os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
+              "c = []\n"
+              "while True: c.append(s.accept()[0])\n", port_file, (char *)NULL);
+        _exit(127);
+    }
+    assert_true(server > 0);
+    for (int i = 0; i < 100 && access(port_file, F_OK) != 0; i++)
+        sleep_s(0.05);
+    port = tu_read_text(port_file);
+    assert_true(*port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%s/a.wav", port);
+    free(port);
+    {
+        char line[160];
+        snprintf(line, sizeof line, "%s\n", url);
+        assert_int_equal(tu_write_text(http_manifest, line), 0);
+    }
+    for (int k = 0; k < 3; k++) {
         pid_t pid = spawn(argvs[k], f->out, f->err);
         double t0;
         int ws;
@@ -350,15 +380,22 @@ static void test_sigint_wakes_fifo(void **state)
         if (ws < 0 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 130)
             fail_msg("clapp %s: %s after SIGINT; stderr:\n%s", argvs[k][1],
                      ws < 0 ? "still running 2 s" : "not exit 130", err);
-        if (count_substr(err, "f.fifo: interrupted while waiting for data") != 1 ||
-            count_substr(err, "interrupted by SIGINT") != 1)
-            fail_msg("clapp %s: stderr:\n%s", argvs[k][1], err);
+        {
+            char want[200];
+            snprintf(want, sizeof want, "%s: interrupted while waiting for data", names[k]);
+            if (count_substr(err, want) != 1 || count_substr(err, "interrupted by SIGINT") != 1)
+                fail_msg("clapp %s: expected '%s'; stderr:\n%s", argvs[k][1], want, err);
+        }
         if (getenv("CLAPP_TEST_VERBOSE"))
             fprintf(stderr, "clapp %s: exit 130 %.3f s after SIGINT\n", argvs[k][1], now_s() - t0);
         free(err);
     }
+    kill(server, SIGKILL);
+    waitpid(server, NULL, 0);
     assert_int_equal(checkpoint_blocks(f), 0);
     free(fifo);
+    free(port_file);
+    free(http_manifest);
 }
 
 /* Is `name` in the training folder one of the files the test itself made
@@ -460,7 +497,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigterm_saves, setup, teardown),
         cmocka_unit_test_setup_teardown(test_element_failure_keeps_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_extract_sigint, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sigint_wakes_fifo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sigint_wakes_stalled_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_twenty_kills, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

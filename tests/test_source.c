@@ -419,6 +419,15 @@ static void test_source_bad_inputs(void **state)
     run_free(&r);
     tu_log_clear(&log);
 
+    /* Over three epochs: the damage is said once, the files are used each time. */
+    sp.epochs = 3;
+    run_source(&sp, mp, NULL, &log, &r);
+    assert_int_equal(log.n_warnings, 2);
+    assert_int_equal(r.done, 18);
+    run_free(&r);
+    tu_log_clear(&log);
+    sp.epochs = 1;
+
     /* strict=true: the same damage fails the two files, flagged SEQ_FAILED. */
     sp.strict = 1;
     run_source(&sp, mp, NULL, &log, &r);

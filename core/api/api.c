@@ -772,7 +772,10 @@ static int start_source(clapp_pipeline *p)
         return fail(p, rc, "cannot start decoding (status %d)", rc);
     p->started = 1;
     for (int64_t k = 0; k < p->skip_blocks; k++) {
-        if ((rc = clapp_source_next(p->src, &blk)) <= 0)
+        if ((rc = clapp_source_next(p->src, &blk)) <= 0 && clapp_source_interrupted(p->src))
+            return fail(p, CLAPP_E_IO, "resume interrupted while skipping to block %lld of the checkpoint "
+                        "(see the warning above)", (long long)p->skip_blocks);
+        if (rc <= 0)
             return fail(p, rc < 0 ? rc : CLAPP_E_INVAL, "cannot resume: the data ends before block %lld "
                         "of the checkpoint (another manifest, --epochs or --seed?)", (long long)p->skip_blocks);
     }

@@ -113,6 +113,9 @@ struct clapp_decoder {
     AVIOContext        *mem_io;
     int64_t             io_deadline; /* av_gettime_relative() limit of the current wait; 0: none */
     int                 io_interrupted; /* 1: timeout, 2: stop, 3: the host's interrupt */
+    int                 can_wait;   /* a FIFO, standard input or a URL: reads may wait for data
+                                     * (a regular file's never do; the host's interrupt leaves
+                                     * them alone) */
 
     /* counters and sticky state */
     int64_t             n_out;      /* output frames produced (samples or pictures) */
@@ -205,7 +208,7 @@ static int io_interrupt(void *opaque)
     clapp_decoder *dec = opaque;
     if (dec->p.stop && atomic_load(dec->p.stop))
         dec->io_interrupted = 2;
-    else if (dec->p.interrupt && dec->p.interrupt(dec->p.interrupt_user))
+    else if (dec->can_wait && dec->p.interrupt && dec->p.interrupt(dec->p.interrupt_user))
         dec->io_interrupted = 3;
     else if (dec->io_deadline > 0 && av_gettime_relative() > dec->io_deadline)
         dec->io_interrupted = 1;
@@ -355,6 +358,8 @@ static int open_ffmpeg(clapp_decoder *dec, const char *url)
     dec->fmt->interrupt_callback.opaque = dec;
     if ((ret = dec->mem ? open_memory(dec) : open_fifo(dec, url)) < 0)
         goto fail;
+    dec->can_wait = !dec->mem && (dec->fifo_fd >= 0 || strcmp(url, "-") == 0 ||
+                                  (is_url(url) && strncmp(url, "file:", 5) != 0));
     io_arm(dec);
     ret = avformat_open_input(&dec->fmt, ffurl, NULL, NULL);
     if (ret < 0 && dec->io_interrupted) {
@@ -633,8 +638,12 @@ static int decoder_open(clapp_decoder **out, const char *url, const uint8_t *mem
         goto fail_msg;
     find_declared(dec, url);
     dec->video_max = -1;
-    if (p->kind == CLAPP_MEDIA_VIDEO && dec->declared_seconds > 0)
-        dec->video_max = (int64_t)((VIDEO_DECLARED_FACTOR * dec->declared_seconds + VIDEO_DECLARED_SLACK) * p->fps) + 1;
+    if (p->kind == CLAPP_MEDIA_VIDEO && dec->declared_seconds > 0) {
+        /* (a declared duration past 1e15 frames bounds nothing: no bound) */
+        double frames = (VIDEO_DECLARED_FACTOR * dec->declared_seconds + VIDEO_DECLARED_SLACK) * p->fps;
+        if (frames < 1e15)
+            dec->video_max = (int64_t)frames + 1;
+    }
 
     if (p->kind == CLAPP_MEDIA_VIDEO) {
         dec->out_tb = av_inv_q(av_d2q(p->fps, 1001000));
@@ -1187,7 +1196,7 @@ int clapp_decoder_input_rate(const clapp_decoder *dec)
 
 int64_t clapp_decoder_duration_frames(const clapp_decoder *dec)
 {
-    double seconds;
+    double seconds, frames;
     if (!dec)
         return -1;
     if (dec->use_sndfile) {
@@ -1205,9 +1214,10 @@ int64_t clapp_decoder_duration_frames(const clapp_decoder *dec)
         else
             return -1;
     }
-    if (dec->p.kind == CLAPP_MEDIA_VIDEO)
-        return (int64_t)(seconds * av_q2d(av_inv_q(dec->out_tb)) + 0.5);
-    return (int64_t)(seconds * dec->p.rate + 0.5);
+    frames = seconds * (dec->p.kind == CLAPP_MEDIA_VIDEO ? av_q2d(av_inv_q(dec->out_tb)) : dec->p.rate) + 0.5;
+    /* A header may claim anything: past 2^62 frames the length is unknown,
+     * not an integer overflow. */
+    return frames < 4.6e18 ? (int64_t)frames : -1;
 }
 
 int64_t clapp_decoder_error_count(const clapp_decoder *dec)

@@ -45,7 +45,9 @@ typedef struct clapp_decode_params {
     int                  channels;  /* video: 1 gray, 3 RGB */
     double               io_timeout; /* seconds an open or read may wait for data; 0: no limit */
     const atomic_int    *stop;      /* when nonzero, blocking opens and reads give up; may be NULL */
-    int                (*interrupt)(void *user); /* the host's: nonzero, they give up too ("interrupted
+    int                (*interrupt)(void *user); /* the host's: nonzero, waits for data (FIFOs,
+                                                  * URLs, standard input; not regular files, whose
+                                                  * reads never wait) give up too ("interrupted
                                                   * while waiting for data"); may be NULL */
     void                *interrupt_user;
 } clapp_decode_params;

@@ -55,6 +55,7 @@ struct clapp_source {
     float      *staging;      /* (T + 1) steps, step-major as the decoder writes them */
     int32_t    *order;        /* [n] entry order of the current epoch */
     uint8_t    *skip;         /* [n] bad or too short: not tried again */
+    uint8_t    *warned;       /* [n] its damage was reported (once, not every epoch) */
     int64_t     next_pos;     /* position in epochs * n */
     uint64_t    rng;          /* shuffling */
 
@@ -66,6 +67,7 @@ struct clapp_source {
     int32_t         w, r, filled, held;  /* ring indices (under mu) */
     int             finished, fatal;     /* under mu */
     atomic_int      stop;
+    atomic_int      interrupted;  /* the host's interrupt ended a wait: the source stopped */
     atomic_int      failed, done;
 };
 
@@ -124,6 +126,7 @@ static void report_bad(clapp_source *src, int32_t entry, const char *why)
     /* Nor is one the host interrupted: said once, naming the file, and the
      * whole source stops (the next file would keep it waiting as well). */
     if (interrupted(src)) {
+        atomic_store(&src->interrupted, 1);
         atomic_store(&src->stop, 1);
         clapp_host_log(src->host, CLAPP_LOG_WARNING, WHO, "%s%s%s; reading stopped", named ? "" : path,
                        named ? "" : ": ", why);
@@ -443,9 +446,11 @@ static int lane_fill_stream(clapp_source *src, clapp_block *blk, int32_t b)
                 strncat(why, " (strict: damage fails the file)", sizeof why - strlen(why) - 1);
             report_bad(src, st->entry, why);
         } else if (eof) {
-            if (damaged && !atomic_load(&src->stop))
+            if (damaged && !atomic_load(&src->stop) && !src->warned[st->entry]) {
+                src->warned[st->entry] = 1;
                 clapp_host_log(src->host, CLAPP_LOG_WARNING, WHO, "%s: %s; what could be decoded was used",
                                src->m->entries[st->entry].path, why);
+            }
             atomic_fetch_add(&src->done, 1);
         }
         if (eof || error)
@@ -691,6 +696,7 @@ int clapp_source_create(clapp_source **out, const clapp_source_params *p,
     src->held = -1;
     src->rng = p->seed;
     atomic_init(&src->stop, 0);
+    atomic_init(&src->interrupted, 0);
     atomic_init(&src->failed, 0);
     atomic_init(&src->done, 0);
     B = p->lanes;
@@ -804,7 +810,8 @@ int clapp_source_create(clapp_source **out, const clapp_source_params *p,
     src->staging = malloc((size_t)((T + 1) * src->step_floats) * sizeof(float));
     src->order = malloc((size_t)m->n * sizeof *src->order);
     src->skip = calloc((size_t)m->n, 1);
-    if (!src->ls || !src->staging || !src->order || !src->skip)
+    src->warned = calloc((size_t)m->n, 1);
+    if (!src->ls || !src->staging || !src->order || !src->skip || !src->warned)
         goto nomem;
     for (int32_t b = 0; b < p->lanes; b++) {
         src->ls[b].entry = -1;
@@ -899,6 +906,11 @@ int32_t clapp_source_failed_count(const clapp_source *src)
     return src ? atomic_load(&((clapp_source *)src)->failed) : 0;
 }
 
+int clapp_source_interrupted(const clapp_source *src)
+{
+    return src ? atomic_load(&((clapp_source *)src)->interrupted) : 0;
+}
+
 int32_t clapp_source_done_count(const clapp_source *src)
 {
     return src ? atomic_load(&((clapp_source *)src)->done) : 0;
@@ -936,6 +948,7 @@ void clapp_source_destroy(clapp_source *src)
     free(src->staging);
     free(src->order);
     free(src->skip);
+    free(src->warned);
     free(src->class_ids);
     clapp_aug_destroy(src->aug);
     free(src);

@@ -71,8 +71,8 @@
  * media lost") or that ended before the length its header declares ("PATH:
  * truncated: D s decoded of the H s its header declares (M s missing)"; a
  * WAV's data size counts to 10 ms, a container's duration only for a clear
- * shortfall, > 10 % and > 0.25 s) is logged once at CLAPP_LOG_WARNING and
- * counts as done: what could be decoded was used. With strict (the source's
+ * shortfall, > 10 % and > 0.25 s) is logged at CLAPP_LOG_WARNING (the first
+ * epoch only) and counts as done: what could be decoded was used. With strict (the source's
  * strict=true, the command's --strict) the same is an error: the file fails
  * as above and its sequence ends flagged SEQ_FAILED.
  */
@@ -146,6 +146,8 @@ void clapp_source_release(clapp_source *src);
 
 /* Files that failed to open or decode so far. */
 int32_t clapp_source_failed_count(const clapp_source *src);
+/* 1 if the host's interrupt ended a wait and so the source (see above). */
+int     clapp_source_interrupted(const clapp_source *src);
 /* Files fully read so far. */
 int32_t clapp_source_done_count(const clapp_source *src);
 

@@ -483,6 +483,12 @@ int cli_stream(const cli_options *o, int learn)
         if ((rc = clapp_pipeline_resume(r.p, o->checkpoint)) < 0) {
             fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(r.p));
             status = rc == CLAPP_E_NOMEM ? CLI_FAILED : CLI_USAGE;
+            if (cli_interrupted()) {
+                /* Nothing was learned yet: the checkpoint stays as it was. */
+                fprintf(stderr, "clapp: interrupted by %s while resuming; %s is unchanged\n",
+                        cli_signal_name(cli_interrupted()), o->checkpoint);
+                status = cli_interrupt_status(cli_interrupted());
+            }
             goto done;
         }
         /* Block lines continue the checkpoint's numbering; media_seconds
