@@ -417,7 +417,7 @@ static void test_source_bad_inputs(void **state)
     assert_int_equal(r.seq[6].failed, 0);
     assert_int_equal(r.seq[9].failed, 0);
     run_free(&r);
-    tu_log_clear(&log);
+    tu_log_free(&log);   /* run_source starts a new log */
 
     /* Over three epochs: the damage is said once, the files are used each time. */
     sp.epochs = 3;
@@ -425,7 +425,7 @@ static void test_source_bad_inputs(void **state)
     assert_int_equal(log.n_warnings, 2);
     assert_int_equal(r.done, 18);
     run_free(&r);
-    tu_log_clear(&log);
+    tu_log_free(&log);   /* run_source starts a new log */
     sp.epochs = 1;
 
     /* strict=true: the same damage fails the two files, flagged SEQ_FAILED. */
