@@ -1,9 +1,11 @@
 /* Bounds on what an input controls: text without a newline (a manifest, a
  * .phn alignment, a pipeline file that is /dev/zero) is refused after at
  * most 1 MiB with an error naming the file; a video whose stream header
- * claims 2/214748365 fps (a good AVI with its strh rewritten) fails with a
- * clear error after at most 600 s of output per input frame instead of
- * writing frames forever. */
+ * claims 2/214748365 fps (a good AVI with its strh rewritten) fails at once
+ * with a clear error instead of writing frames forever; one whose header
+ * declares 100 s while its timestamps span 2000 s (each frame 100 s, under
+ * the 600 s per-frame bound) stops at twice the declared duration plus a
+ * minute. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,22 +52,33 @@ static void test_text_without_newline(void **state)
 
 static void test_absurd_frame_rate(void **state)
 {
-    char *dir = tu_tmpdir("bounds"), *npy = tu_path(dir, "out/bad.partial.npy");
+    char *dir = tu_tmpdir("bounds"), *npy = tu_path(dir, "out/slow.partial.npy");
     struct stat st;
     (void)state;
+    /* bad.avi: rate/scale 2/214748365; slow.avi: 1/100 fps and a length of
+     * one frame (declares 100 s; its 20 frames span 2000 s). */
     assert_int_equal(tu_run("cd '%s' && ffmpeg -nostdin -v error -y -f lavfi -i testsrc=size=32x32:rate=10:duration=2 "
                             "-c:v mjpeg good.avi && python3 -c \"import struct\n"
                             "b=bytearray(open('good.avi','rb').read()); i=b.index(b'strh')\n"
                             "assert b[i+8:i+12]==b'vids'\n"
                             "b[i+28:i+36]=struct.pack('<II',214748365,2)\n"
-                            "open('bad.avi','wb').write(b)\" && "
+                            "open('bad.avi','wb').write(b)\n"
+                            "b[i+28:i+36]=struct.pack('<II',100,1); b[i+40:i+44]=struct.pack('<I',1)\n"
+                            "open('slow.avi','wb').write(b)\" && "
                             "printf 'source kind=video width=16 height=16 fps=10 color=gray block=64 lanes=1 "
-                            "! features name=feat out=out/\\n' > v.pipe && printf 'bad.avi\\n' > m.tsv", dir), 0);
-    expect(dir, 1, "implausible frame rate 2/214748365", "run v.pipe --data m.tsv");
-    /* What was written is bounded (600 s at 10 fps of 16x16 floats: 6 MB)
-     * and marked partial. */
+                            "! features name=feat out=out/\\n' > v.pipe && printf 'bad.avi\\n' > m.tsv && "
+                            "printf 'slow.avi\\n' > s.tsv", dir), 0);
+    /* At once (5 s of wall-clock time at most), nothing written. */
+    assert_int_equal(tu_run("cd '%s' && timeout 5 %s run v.pipe --data m.tsv 2> err.txt; test $? -eq 1", dir,
+                            CLAPP_BIN), 0);
+    expect(dir, 1, "bad.avi: implausible frame rate 2/214748365 in the stream header (a frame would last 1.07e+08 s, "
+           "more than 600 s)", "run v.pipe --data m.tsv");
+    assert_int_equal(tu_run("cd '%s' && test -z \"$(ls out 2>/dev/null)\"", dir), 0);
+    /* The per-file bound: 2 x 100 s + 60 s at 10 fps = 2601 frames, marked partial. */
+    expect(dir, 1, "slow.avi: 260 s of output, more than 2 x the 100.000 s the container declares plus 60 s "
+           "(implausible timestamps in the file)", "run v.pipe --data s.tsv");
     assert_int_equal(stat(npy, &st), 0);
-    assert_true(st.st_size <= 128 + (6001 + 64) * 16 * 16 * 4);
+    assert_true(st.st_size <= 128 + (2601 + 64) * 16 * 16 * 4);
     tu_rmtree(dir);
     free(npy);
     free(dir);

@@ -54,11 +54,13 @@ static void test_manifest_parse(void **state)
                          "pipe:0\n"
                          " d.tar.gz \t bird \n"
                          "../up/e.wav\n"
-                         "a/b.mp3\n");
+                         "a/b.mp3\n"
+                         "s/...wav\n"
+                         "..wav\n");
     char want[1024];
     int rc = clapp_manifest_load(&m, p, err, sizeof err);
     assert_int_equal(rc, 0);
-    assert_int_equal(m.n, 9);
+    assert_int_equal(m.n, 11);
 
     snprintf(want, sizeof want, "%s/a/b.wav", f->dir);
     assert_string_equal(m.entries[0].path, want);
@@ -102,6 +104,10 @@ static void test_manifest_parse(void **state)
 
     /* a/b.mp3 has the same key as a/b.wav: the later one is made unique. */
     assert_string_equal(m.entries[8].key, "a/b-L12");
+    /* Without their extensions "...wav" and "..wav" would be "..", ".":
+     * folder names (tests/fuzz/fuzz_manifest.c found it). */
+    assert_string_equal(m.entries[9].key, "s/__");
+    assert_string_equal(m.entries[10].key, "_");
     clapp_manifest_free(&m);
     assert_null(m.entries);
     free(p);

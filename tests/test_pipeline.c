@@ -597,7 +597,7 @@ static void test_dump_roundtrip(void **state)
     /* The exact form: one element per line, name= first, all parameters, host keys last. */
     static const char want_first[] =
         "source name=source0 kind=audio rate=16000 block=20480 lanes=3 queue=4 mode=stream "
-        "window_align=160 label_rate=100 width=64 height=64 fps=10 color=gray backend=auto io_timeout=0 "
+        "window_align=160 label_rate=100 width=64 height=64 fps=10 color=gray backend=auto io_timeout=0 strict=false "
         "shuffle=false gain=1 offset=0 aug_gain_db=0 aug_snr=\"\" aug_noise=white aug_eq_db=0 "
         "aug_speed=1\n"
         "! conv1d name=c1 out=512 kernel=3 stride=1 pad=0 activation=relu bias=true "

@@ -73,6 +73,8 @@ struct clapp_pipeline {
     push_lane          *pl;
     int64_t             step_floats;   /* floats per frame: C * H * W (audio: 1) */
     int64_t             next_seq;
+    int               (*interrupt)(void *user);   /* clapp_pipeline_set_interrupt */
+    void               *interrupt_user;
     char                err[4096];
 };
 
@@ -162,18 +164,9 @@ const char *clapp_pipeline_error(const clapp_pipeline *p)
 static char *own_plugin_dir(void)
 {
     Dl_info di;
-    const char *slash;
-    char *dir;
-    size_t n;
-    if (!dladdr((void *)clapp_version, &di) || !di.dli_fname || !(slash = strrchr(di.dli_fname, '/')))
+    if (!dladdr((void *)clapp_version, &di) || !di.dli_fname)
         return NULL;
-    n = (size_t)(slash - di.dli_fname);
-    dir = malloc(n + sizeof "/clapp/plugins");
-    if (dir) {
-        memcpy(dir, di.dli_fname, n);
-        memcpy(dir + n, "/clapp/plugins", sizeof "/clapp/plugins");
-    }
-    return dir;
+    return clapp_registry_dir_beside(di.dli_fname, "clapp/plugins");
 }
 
 /* Options and host (logging) of a new handle. */
@@ -522,6 +515,8 @@ static int open_manifest(clapp_pipeline *p, const char *manifest, int epochs, in
         return fail(p, CLAPP_E_INVAL, "open_manifest: no manifest given");
     if (epochs < 1)
         return fail(p, CLAPP_E_INVAL, "open_manifest: epochs %d: expected at least 1", epochs);
+    p->sp.decode.interrupt = p->interrupt;
+    p->sp.decode.interrupt_user = p->interrupt_user;
     if ((rc = clapp_manifest_load(&p->manifest, manifest, p->err, sizeof p->err)) < 0)
         return rc;
     p->sp.epochs = epochs;
@@ -532,6 +527,18 @@ static int open_manifest(clapp_pipeline *p, const char *manifest, int epochs, in
     clapp_source_info(p->src, &p->info);
     p->mode = MODE_MANIFEST;
     return create_graph(p);
+}
+
+int clapp_pipeline_set_interrupt(clapp_pipeline *p, int (*interrupt)(void *user), void *user)
+{
+    int rc = check_handle(p);
+    if (rc < 0)
+        return rc;
+    if (p->mode != MODE_NONE)
+        return fail(p, CLAPP_E_STATE, "set_interrupt: the pipeline is open already; set it before opening");
+    p->interrupt = interrupt;
+    p->interrupt_user = user;
+    return CLAPP_OK;
 }
 
 int clapp_pipeline_open_push(clapp_pipeline *p, int32_t lanes)
@@ -798,7 +805,8 @@ static int check_running(clapp_pipeline *p, const char *call)
 
 /* Start decoding; on resume, decode and drop the blocks already learned from:
  * the source is a function of (seed, epoch, manifest), so this lands where
- * the checkpoint was taken. */
+ * the checkpoint was taken. The dropped blocks are not processed: their
+ * steps do not count (run_info's steps, the media seconds of `clapp train`). */
 static int start_source(clapp_pipeline *p)
 {
     const clapp_block *blk = NULL;
@@ -807,15 +815,17 @@ static int start_source(clapp_pipeline *p)
         return fail(p, rc, "cannot start decoding (status %d)", rc);
     p->started = 1;
     for (int64_t k = 0; k < p->skip_blocks; k++) {
+        rc = clapp_source_next(p->src, &blk);
+        if (rc <= 0 && clapp_source_interrupted(p->src))
+            return fail(p, CLAPP_E_IO, "resume interrupted while skipping to block %lld of the checkpoint "
+                        "(see the warning above)", (long long)p->skip_blocks);
         /* Sharded: every step counts on every process, so a process whose
          * share ended earlier simply has nothing left. */
-        if ((rc = clapp_source_next(p->src, &blk)) == 0 && p->shards > 1)
+        if (rc == 0 && p->shards > 1)
             break;
         if (rc <= 0)
             return fail(p, rc < 0 ? rc : CLAPP_E_INVAL, "cannot resume: the data ends before block %lld "
                         "of the checkpoint (another manifest, --epochs or --seed?)", (long long)p->skip_blocks);
-        for (int32_t b = 0; b < blk->lanes; b++)
-            p->steps += blk->lane[b].len;
     }
     return CLAPP_OK;
 }

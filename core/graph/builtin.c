@@ -21,6 +21,9 @@ static const clapp_param_desc source_params[] = {
     {"io_timeout", CLAPP_PARAM_FLOAT, "0", 0, 1e6, NULL,
      "seconds an input (FIFO, network stream) may keep the decoder waiting for data before the "
      "file fails (0: no limit; a stop always ends the wait)"},
+    {"strict", CLAPP_PARAM_BOOL, "false", 0, 1, NULL,
+     "damaged input (packets the decoder skipped, a file shorter than its header declares) fails "
+     "the file instead of a warning"},
     {"shuffle", CLAPP_PARAM_BOOL, "false", 0, 1, NULL, "shuffle the manifest order every epoch"},
     {"gain", CLAPP_PARAM_FLOAT, "1", -1e12, 1e12, NULL,
      "input normalisation: every value becomes gain * value + offset"},

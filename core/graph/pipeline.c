@@ -1,6 +1,7 @@
 /* Pipeline descriptions: tokenizer/parser, default names, --set overrides,
  * resolution against the registry, and the canonical dump. */
 #include "graph/pipeline.h"
+#include "storage/textline.h"
 #include "graph/params.h"
 #include "clapp/plugin_util.h"
 
@@ -591,7 +592,7 @@ int clapp_pipedesc_parse_file(clapp_pipeline_desc *pd, const char *path, char *e
         rc = CLAPP_E_FORMAT;
         goto fail;
     }
-    rc = clapp_pipedesc_parse(pd, buf, path, err, errlen);
+    rc = clapp_pipedesc_parse(pd, buf + clapp_utf8_bom(buf), path, err, errlen);
     goto done;
 io_fail:
     clapp_set_err(err, errlen, "%s: cannot read (%s)", path, strerror(errno));

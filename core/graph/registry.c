@@ -9,13 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "graph/builtin.h"
 #include "learning/loss_form.h"
 
-#ifndef CLAPP_BUILD_PLUGIN_DIR
-#define CLAPP_BUILD_PLUGIN_DIR ""
-#endif
 #ifndef CLAPP_INSTALL_PLUGIN_DIR
 #define CLAPP_INSTALL_PLUGIN_DIR ""
 #endif
@@ -203,15 +201,29 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Code in a folder or file that every user may write is anyone's code:
+ * refused, with a warning naming it. */
+static int world_writable(const clapp_registry *r, const char *path, const char *what)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !(st.st_mode & S_IWOTH))
+        return 0;
+    clapp_host_log(r->host, CLAPP_LOG_WARNING, "registry", "%s: plugin %s writable by every user; "
+                   "not loaded (chmod o-w '%s')", path, what, path);
+    return 1;
+}
+
 int clapp_registry_load_dir(clapp_registry *r, const char *dir)
 {
-    DIR *d = opendir(dir);
+    DIR *d;
     struct dirent *ent;
     char **names = NULL;
     size_t n = 0, cap = 0;
     int rc = CLAPP_OK;
 
-    if (!d)
+    if (world_writable(r, dir, "folder"))
+        return CLAPP_OK;
+    if (!(d = opendir(dir)))
         return CLAPP_OK;
     while ((ent = readdir(d))) {
         if (!ends_with(ent->d_name, ".so"))
@@ -237,6 +249,8 @@ int clapp_registry_load_dir(clapp_registry *r, const char *dir)
         qsort(names, n, sizeof *names, cmp_str);
     for (size_t i = 0; i < n; i++) {
         char err[1024];
+        if (world_writable(r, names[i], "file"))
+            continue;
         if (clapp_registry_load_file(r, names[i], err, sizeof err) < 0)
             clapp_host_log(r->host, CLAPP_LOG_WARNING, "registry", "plugin refused: %s", err);
     }
@@ -270,11 +284,32 @@ int clapp_registry_init_search(clapp_registry *r, const clapp_host *host, const 
     }
     if (extra_dir && *extra_dir)
         clapp_registry_load_dir(r, extra_dir);
-    if (*CLAPP_BUILD_PLUGIN_DIR)
-        clapp_registry_load_dir(r, CLAPP_BUILD_PLUGIN_DIR);
     if (*CLAPP_INSTALL_PLUGIN_DIR)
         clapp_registry_load_dir(r, CLAPP_INSTALL_PLUGIN_DIR);
     return CLAPP_OK;
+}
+
+char *clapp_registry_dir_beside(const char *file, const char *rel)
+{
+    const char *slash = file ? strrchr(file, '/') : NULL;
+    char *dir = NULL;
+    if (!slash || !rel)
+        return NULL;
+    if (asprintf(&dir, "%.*s/%s", (int)(slash - file), file, rel) < 0)
+        return NULL;
+    return dir;
+}
+
+int clapp_registry_init_beside_exe(clapp_registry *r, const clapp_host *host, const char *rel)
+{
+    char exe[4096], *dir;
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    int rc;
+    exe[n > 0 ? n : 0] = 0;
+    dir = n > 0 ? clapp_registry_dir_beside(exe, rel) : NULL;
+    rc = clapp_registry_init_search(r, host, dir);
+    free(dir);
+    return rc;
 }
 
 const clapp_registry_item *clapp_registry_find_item(const clapp_registry *r, const char *id)

@@ -2,11 +2,15 @@
  * and the descriptors of every plugin .so found on the search path.
  *
  * Search order: each folder of $CLAPP_PLUGIN_PATH (':'-separated), then the
- * build tree's plugin folder (CLAPP_BUILD_PLUGIN_DIR), then the installed one
- * (CLAPP_INSTALL_PLUGIN_DIR). The first plugin with a given id wins; later
- * ones are reported at debug level. A .so that cannot be loaded (missing
- * entry symbol, ABI mismatch, bad struct sizes) is refused with a warning that
- * names the file and the cause, and the rest still load.
+ * folder the caller names (the host API: clapp/plugins beside libclapp),
+ * then the install folder (CLAPP_INSTALL_PLUGIN_DIR). No build-tree folder
+ * is compiled in: a build tree is found the way an installed copy is
+ * (beside its library) or through $CLAPP_PLUGIN_PATH, which the tests and
+ * tools set. The first plugin with a given id wins; later ones are reported
+ * at debug level. A .so that cannot be loaded (missing entry symbol, ABI
+ * mismatch, bad struct sizes) is refused with a warning that names the file
+ * and the cause, and the rest still load. A folder or .so that every user
+ * may write (mode o+w) is refused with a warning naming it.
  */
 #ifndef CLAPP_CORE_REGISTRY_H
 #define CLAPP_CORE_REGISTRY_H
@@ -39,13 +43,20 @@ int  clapp_registry_init_default(clapp_registry *r, const clapp_host *host);
  * (the host API passes the plugin folder beside libclapp, so that an
  * installed prefix finds its plugins wherever it was moved). */
 int  clapp_registry_init_search(clapp_registry *r, const clapp_host *host, const char *extra_dir);
+/* The same with the folder REL beside this program's executable (tools of
+ * the build tree that link the core statically: "lib/clapp/plugins"). */
+int  clapp_registry_init_beside_exe(clapp_registry *r, const clapp_host *host, const char *rel);
 /* Add a descriptor (built-ins, tests). `file` may be NULL; it is copied. */
 int  clapp_registry_add(clapp_registry *r, const clapp_plugin_desc *desc, const char *file);
 /* Load one .so; returns 0, or CLAPP_E_ABI / CLAPP_E_NOTFOUND / CLAPP_E_IO
  * with err naming the file and the cause. */
 int  clapp_registry_load_file(clapp_registry *r, const char *path, char *err, size_t errlen);
-/* Load every *.so of a folder (missing folder: nothing, no error). */
+/* Load every *.so of a folder (missing folder: nothing, no error; a
+ * world-writable folder or file: a warning, nothing loaded from it). */
 int  clapp_registry_load_dir(clapp_registry *r, const char *dir);
+/* FILE's folder joined with REL ("/usr/lib/libclapp.so", "clapp/plugins" ->
+ * "/usr/lib/clapp/plugins"); malloc'd, NULL if FILE has no '/'. */
+char *clapp_registry_dir_beside(const char *file, const char *rel);
 const clapp_plugin_desc *clapp_registry_find(const clapp_registry *r, const char *id);
 const clapp_registry_item *clapp_registry_find_item(const clapp_registry *r, const char *id);
 void clapp_registry_free(clapp_registry *r);

@@ -44,8 +44,18 @@
 
 #include "clapp/plugin.h"
 #include "clapp/plugin_util.h"
+#include "media/wav_header.h"
 
 #define SNDFILE_CHUNK 4096 /* frames per sf_readf_float call */
+
+/* Bounds on the video output a file's timestamps may ask for: one input
+ * frame lasts at most VIDEO_MAX_FRAME_SECONDS of output (a stream header
+ * whose frame rate says more is refused at open), and a whole file at most
+ * VIDEO_DECLARED_FACTOR times the duration its container declares plus
+ * VIDEO_DECLARED_SLACK seconds. */
+#define VIDEO_MAX_FRAME_SECONDS 600
+#define VIDEO_DECLARED_FACTOR 2
+#define VIDEO_DECLARED_SLACK 60
 
 struct clapp_decoder {
     clapp_decode_params p;
@@ -96,13 +106,29 @@ struct clapp_decoder {
     int                 fifo_fd;    /* -1 if the input is not a FIFO */
     int                 fifo_data;  /* a writer has sent data */
     AVIOContext        *fifo_io;
+    /* clapp_decoder_open_memory: the caller's bytes, read through our own
+     * seekable AVIOContext */
+    const uint8_t      *mem;
+    size_t              mem_size, mem_pos;
+    AVIOContext        *mem_io;
     int64_t             io_deadline; /* av_gettime_relative() limit of the current wait; 0: none */
-    int                 io_interrupted; /* 1: timeout, 2: stop */
+    int                 io_interrupted; /* 1: timeout, 2: stop, 3: the host's interrupt */
+    int                 can_wait;   /* a FIFO, standard input or a URL: reads may wait for data
+                                     * (a regular file's never do; the host's interrupt leaves
+                                     * them alone) */
 
     /* counters and sticky state */
     int64_t             n_out;      /* output frames produced (samples or pictures) */
+    int64_t             video_out;  /* video frames emitted */
+    int64_t             video_max;  /* bound on video_out from the declared duration; -1 none */
     int64_t             n_decoded;  /* decoded input frames */
     int64_t             n_errors;   /* skipped decoding errors */
+    double              pkt_seconds; /* duration of the chosen stream's packets read */
+    int64_t             n_pkts;
+    double              lost_seconds; /* duration of the packets whose decoding failed */
+    double              declared_seconds; /* what the header declares; < 0 unknown */
+    int                 declared_exact;   /* 1: from a size field (WAV), not a container estimate */
+    int                 is_file;    /* a plain path to a regular file */
     char                last_error[128];
     int                 done;       /* end reached and reported */
     int                 err_code;
@@ -136,9 +162,14 @@ static int dec_fail(clapp_decoder *dec, int code, const char *fmt, ...)
     return code;
 }
 
-static void count_error(clapp_decoder *dec, int averr)
+/* A damaged packet was skipped: its duration (or, unknown, the mean of the
+ * packets so far) counts as lost. */
+static void count_error(clapp_decoder *dec, int averr, double seconds)
 {
     dec->n_errors++;
+    if (seconds <= 0 && dec->n_pkts > 0)
+        seconds = dec->pkt_seconds / (double)dec->n_pkts;
+    dec->lost_seconds += seconds > 0 ? seconds : 0;
     av_errstr(averr, dec->last_error, sizeof(dec->last_error));
 }
 
@@ -165,6 +196,7 @@ static int check_path(clapp_decoder *dec, const char *url)
         return dec_fail(dec, CLAPP_E_IO, "is a directory");
     if (S_ISREG(sb.st_mode) && sb.st_size == 0)
         return dec_fail(dec, CLAPP_E_FORMAT, "empty file");
+    dec->is_file = S_ISREG(sb.st_mode);
     if (access(url, R_OK) != 0)
         return dec_fail(dec, CLAPP_E_IO, "cannot open (%s)", strerror(errno));
     return 0;
@@ -176,6 +208,8 @@ static int io_interrupt(void *opaque)
     clapp_decoder *dec = opaque;
     if (dec->p.stop && atomic_load(dec->p.stop))
         dec->io_interrupted = 2;
+    else if (dec->can_wait && dec->p.interrupt && dec->p.interrupt(dec->p.interrupt_user))
+        dec->io_interrupted = 3;
     else if (dec->io_deadline > 0 && av_gettime_relative() > dec->io_deadline)
         dec->io_interrupted = 1;
     return dec->io_interrupted != 0;
@@ -192,6 +226,8 @@ static int io_fail(clapp_decoder *dec)
 {
     if (dec->io_interrupted == 2)
         return dec_fail(dec, CLAPP_E_IO, "stopped while waiting for data");
+    if (dec->io_interrupted == 3)
+        return dec_fail(dec, CLAPP_E_IO, "interrupted while waiting for data");
     return dec_fail(dec, CLAPP_E_IO, "no data within %g s (source io_timeout)", dec->p.io_timeout);
 }
 
@@ -220,6 +256,50 @@ static int fifo_read(void *opaque, uint8_t *buf, int size)
         if (r == 0 && (pfd.revents & POLLHUP) && !(pfd.revents & POLLIN))
             return AVERROR_EOF;
     }
+}
+
+/* Read and seek callbacks over the bytes of clapp_decoder_open_memory. */
+static int mem_read(void *opaque, uint8_t *buf, int size)
+{
+    clapp_decoder *dec = opaque;
+    size_t n = dec->mem_size - dec->mem_pos;
+    if (n == 0)
+        return AVERROR_EOF;
+    if (n > (size_t)size)
+        n = (size_t)size;
+    memcpy(buf, dec->mem + dec->mem_pos, n);
+    dec->mem_pos += n;
+    return (int)n;
+}
+
+static int64_t mem_seek(void *opaque, int64_t offset, int whence)
+{
+    clapp_decoder *dec = opaque;
+    int64_t base;
+    if (whence & AVSEEK_SIZE)
+        return (int64_t)dec->mem_size;
+    switch (whence & ~AVSEEK_FORCE) {
+    case SEEK_SET: base = 0; break;
+    case SEEK_CUR: base = (int64_t)dec->mem_pos; break;
+    case SEEK_END: base = (int64_t)dec->mem_size; break;
+    default: return AVERROR(EINVAL);
+    }
+    if (offset < -base || offset > (int64_t)dec->mem_size - base)
+        return AVERROR(EINVAL);
+    dec->mem_pos = (size_t)(base + offset);
+    return (int64_t)dec->mem_pos;
+}
+
+static int open_memory(clapp_decoder *dec)
+{
+    uint8_t *buf = av_malloc(1 << 14);
+    if (!buf || !(dec->mem_io = avio_alloc_context(buf, 1 << 14, 0, dec, mem_read, NULL, mem_seek))) {
+        av_free(buf);
+        return dec_fail(dec, CLAPP_E_NOMEM, "out of memory");
+    }
+    dec->fmt->pb = dec->mem_io;
+    dec->fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
+    return 0;
 }
 
 /* Plain paths that are FIFOs get our own reader (see fifo_read). */
@@ -253,7 +333,9 @@ static int open_ffmpeg(clapp_decoder *dec, const char *url)
 
     /* "-" is standard input as for the ffmpeg CLI; existing paths get
      * "file:" so a ':' in a file name is not taken for a protocol. */
-    if (strcmp(url, "-") == 0)
+    if (dec->mem)
+        ffurl = av_strdup("");
+    else if (strcmp(url, "-") == 0)
         ffurl = av_strdup("pipe:0");
     else if (!is_url(url))
         ffurl = av_asprintf("file:%s", url);
@@ -274,8 +356,10 @@ static int open_ffmpeg(clapp_decoder *dec, const char *url)
     dec->fmt->max_index_size = 1 << 14;
     dec->fmt->interrupt_callback.callback = io_interrupt;
     dec->fmt->interrupt_callback.opaque = dec;
-    if ((ret = open_fifo(dec, url)) < 0)
+    if ((ret = dec->mem ? open_memory(dec) : open_fifo(dec, url)) < 0)
         goto fail;
+    dec->can_wait = !dec->mem && (dec->fifo_fd >= 0 || strcmp(url, "-") == 0 ||
+                                  (is_url(url) && strncmp(url, "file:", 5) != 0));
     io_arm(dec);
     ret = avformat_open_input(&dec->fmt, ffurl, NULL, NULL);
     if (ret < 0 && dec->io_interrupted) {
@@ -351,6 +435,16 @@ static int open_ffmpeg(clapp_decoder *dec, const char *url)
     }
 
     if (type == AVMEDIA_TYPE_VIDEO) {
+        /* A header whose frame rate makes one frame last longer than any
+         * output may (2/214748365 fps: 3.4 years) is refused at once. */
+        AVRational fr = dec->st->avg_frame_rate.num > 0 && dec->st->avg_frame_rate.den > 0 ?
+                        dec->st->avg_frame_rate : dec->st->r_frame_rate;
+        if (fr.num > 0 && fr.den > 0 && (double)fr.den / fr.num > VIDEO_MAX_FRAME_SECONDS) {
+            ret = dec_fail(dec, CLAPP_E_FORMAT, "implausible frame rate %d/%d in the stream header "
+                           "(a frame would last %.3g s, more than %d s)", fr.num, fr.den,
+                           (double)fr.den / fr.num, VIDEO_MAX_FRAME_SECONDS);
+            goto fail;
+        }
         /* The CLI shifts all timestamps so the file starts at 0. */
         if (dec->fmt->start_time != AV_NOPTS_VALUE)
             dec->ts_offset = av_rescale_q(-dec->fmt->start_time, AV_TIME_BASE_Q, dec->st->time_base);
@@ -404,6 +498,10 @@ static void close_backends(clapp_decoder *dec)
         av_freep(&dec->fifo_io->buffer);
         avio_context_free(&dec->fifo_io);
     }
+    if (dec->mem_io) {
+        av_freep(&dec->mem_io->buffer);
+        avio_context_free(&dec->mem_io);
+    }
     if (dec->fifo_fd >= 0)
         close(dec->fifo_fd);
     dec->fifo_fd = -1;
@@ -450,8 +548,35 @@ static int check_params(const clapp_decode_params *p, char *err, size_t errlen, 
     return 0;
 }
 
-int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_params *p,
-                       char *err, size_t errlen)
+/* What the header declares (decode.h: clapp_decoder_declared_seconds). */
+static void find_declared(clapp_decoder *dec, const char *url)
+{
+    const int wav = dec->use_sndfile ? (dec->sfinfo.format & SF_FORMAT_TYPEMASK) == SF_FORMAT_WAV
+                                     : strcmp(dec->fmt->iformat->name, "wav") == 0;
+    dec->declared_seconds = -1;
+    if (wav && dec->is_file && (dec->declared_seconds = clapp_wav_declared_seconds(url)) >= 0) {
+        dec->declared_exact = 1;
+        return;
+    }
+    if (dec->use_sndfile) {
+        if (dec->sfinfo.seekable && dec->sfinfo.frames > 0 && dec->sfinfo.frames != SF_COUNT_MAX)
+            dec->declared_seconds = (double)dec->sfinfo.frames / dec->sfinfo.samplerate;
+        return;
+    }
+    /* A live input declares nothing; a length estimated from the bit rate
+     * and the file size is no declaration (a cut file shrinks it too). */
+    if (!dec->fmt->pb || !(dec->fmt->pb->seekable & AVIO_SEEKABLE_NORMAL) ||
+        dec->fmt->duration_estimation_method == AVFMT_DURATION_FROM_BITRATE)
+        return;
+    if (dec->st->duration != AV_NOPTS_VALUE && dec->st->duration > 0)
+        dec->declared_seconds = (double)dec->st->duration * av_q2d(dec->st->time_base);
+    else if (dec->fmt->duration != AV_NOPTS_VALUE && dec->fmt->duration > 0)
+        dec->declared_seconds = (double)dec->fmt->duration / AV_TIME_BASE;
+}
+
+/* clapp_decoder_open and clapp_decoder_open_memory (mem != NULL). */
+static int decoder_open(clapp_decoder **out, const char *url, const uint8_t *mem, size_t mem_size,
+                        const clapp_decode_params *p, char *err, size_t errlen)
 {
     clapp_decoder *dec = NULL;
     int            ret;
@@ -481,19 +606,23 @@ int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_
     dec->cli_pts = dec->cli_next_pts = AV_NOPTS_VALUE;
     dec->swr_fmt = -1;
     dec->fifo_fd = -1;
+    dec->mem = mem;
+    dec->mem_size = mem_size;
 
-    ret = check_path(dec, url);
+    ret = mem ? 0 : check_path(dec, url);
     if (ret < 0)
         goto fail_msg;
 
-    if (p->backend == CLAPP_DECODE_SNDFILE) {
+    if (mem && p->backend == CLAPP_DECODE_SNDFILE) {
+        ret = dec_fail(dec, CLAPP_E_UNSUPPORTED, "the sndfile backend reads files, not memory");
+    } else if (p->backend == CLAPP_DECODE_SNDFILE) {
         ret = open_sndfile(dec, url);
     } else {
         ret = open_ffmpeg(dec, url);
         /* AUTO: libsndfile gets a chance at audio FFmpeg could not read
          * (not for standard input, whose bytes FFmpeg has consumed). */
         if (ret == CLAPP_E_FORMAT && p->backend == CLAPP_DECODE_AUTO && p->kind == CLAPP_MEDIA_AUDIO &&
-            strcmp(url, "-") != 0 && !is_url(url) && dec->fifo_fd < 0) {
+            strcmp(url, "-") != 0 && !is_url(url) && dec->fifo_fd < 0 && !mem) {
             int  code = dec->err_code;
             char msg[sizeof(dec->err_msg)];
             memcpy(msg, dec->err_msg, sizeof(msg));
@@ -507,6 +636,14 @@ int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_
     }
     if (ret < 0)
         goto fail_msg;
+    find_declared(dec, url);
+    dec->video_max = -1;
+    if (p->kind == CLAPP_MEDIA_VIDEO && dec->declared_seconds > 0) {
+        /* (a declared duration past 1e15 frames bounds nothing: no bound) */
+        double frames = (VIDEO_DECLARED_FACTOR * dec->declared_seconds + VIDEO_DECLARED_SLACK) * p->fps;
+        if (frames < 1e15)
+            dec->video_max = (int64_t)frames + 1;
+    }
 
     if (p->kind == CLAPP_MEDIA_VIDEO) {
         dec->out_tb = av_inv_q(av_d2q(p->fps, 1001000));
@@ -527,6 +664,19 @@ fail_msg:
 fail:
     clapp_decoder_close(dec);
     return ret;
+}
+
+int clapp_decoder_open(clapp_decoder **out, const char *url, const clapp_decode_params *p,
+                       char *err, size_t errlen)
+{
+    return decoder_open(out, url, NULL, 0, p, err, errlen);
+}
+
+int clapp_decoder_open_memory(clapp_decoder **out, const char *name, const void *data, size_t size,
+                              const clapp_decode_params *p, char *err, size_t errlen)
+{
+    static const uint8_t none[1];
+    return decoder_open(out, name, size ? data : none, size, p, err, errlen);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -552,7 +702,7 @@ static int ffmpeg_next_frame(clapp_decoder *dec)
             return 0;
         }
         if (ret != AVERROR(EAGAIN)) {
-            count_error(dec, ret);
+            count_error(dec, ret, 0);
             if (dec->input_eof) { /* a failure while draining ends the stream */
                 dec->decoder_eof = 1;
                 return 0;
@@ -573,24 +723,31 @@ static int ffmpeg_next_frame(clapp_decoder *dec)
             if (ret != AVERROR_EOF && !(dec->fmt->pb && avio_feof(dec->fmt->pb))) {
                 if (ret == AVERROR(EAGAIN))
                     continue;
-                count_error(dec, ret);
+                count_error(dec, ret, 0);
                 if (dec->fmt->pb && dec->fmt->pb->error < 0 && ret != AVERROR_INVALIDDATA)
                     return dec_fail(dec, CLAPP_E_IO, "read error (%s)", av_errstr(ret, eb, sizeof(eb)));
             }
             dec->input_eof = 1;
             ret = avcodec_send_packet(dec->cc, NULL);
             if (ret < 0 && ret != AVERROR_EOF)
-                count_error(dec, ret);
+                count_error(dec, ret, 0);
             continue;
         }
         if (dec->pkt->stream_index != dec->st->index) {
             av_packet_unref(dec->pkt);
             continue;
         }
-        ret = avcodec_send_packet(dec->cc, dec->pkt);
-        av_packet_unref(dec->pkt);
-        if (ret < 0 && ret != AVERROR(EAGAIN))
-            count_error(dec, ret);
+        {
+            double secs = dec->pkt->duration > 0 ? (double)dec->pkt->duration * av_q2d(dec->st->time_base) : 0;
+            if (secs > 0) {
+                dec->pkt_seconds += secs;
+                dec->n_pkts++;
+            }
+            ret = avcodec_send_packet(dec->cc, dec->pkt);
+            av_packet_unref(dec->pkt);
+            if (ret < 0 && ret != AVERROR(EAGAIN))
+                count_error(dec, ret, secs);
+        }
     }
 }
 
@@ -919,8 +1076,6 @@ static int video_emit(clapp_decoder *dec, float *dst)
     return 0;
 }
 
-/* The longest one input frame may last in the output, in seconds. */
-#define VIDEO_MAX_FRAME_SECONDS 600
 
 /* One output frame by the fps filter's rule. Returns 1, 0 at the end, or a CLAPP_E_*. */
 static int video_step(clapp_decoder *dec, float *dst)
@@ -948,16 +1103,23 @@ static int video_step(clapp_decoder *dec, float *dst)
             continue;
         }
         /* Bounded output: one input frame fills at most VIDEO_MAX_FRAME_SECONDS
-         * of output (a stream header claiming 2/214748365 fps would
-         * otherwise repeat each frame for years). */
+         * of output (timestamps far apart would otherwise repeat a frame for
+         * years), and the file at most twice what its container declares
+         * plus a minute. */
         if (dec->repeats >= (int64_t)(dec->p.fps * VIDEO_MAX_FRAME_SECONDS) + 1)
             return dec_fail(dec, CLAPP_E_FORMAT, "a frame at %.3f s of output would last more than %d s "
                             "(implausible frame rate %d/%d or timestamps in the file)",
                             (double)dec->next_pts / dec->p.fps, VIDEO_MAX_FRAME_SECONDS, dec->st->avg_frame_rate.num,
                             dec->st->avg_frame_rate.den);
+        if (dec->video_max >= 0 && dec->video_out >= dec->video_max)
+            return dec_fail(dec, CLAPP_E_FORMAT, "%.0f s of output, more than %d x the %.3f s the container "
+                            "declares plus %d s (implausible timestamps in the file)",
+                            (double)dec->video_out / dec->p.fps, VIDEO_DECLARED_FACTOR, dec->declared_seconds,
+                            VIDEO_DECLARED_SLACK);
         ret = video_emit(dec, dst);
         if (ret < 0)
             return ret;
+        dec->video_out++;
         dec->repeats++;
         dec->next_pts++;
         return 1;
@@ -1034,7 +1196,7 @@ int clapp_decoder_input_rate(const clapp_decoder *dec)
 
 int64_t clapp_decoder_duration_frames(const clapp_decoder *dec)
 {
-    double seconds;
+    double seconds, frames;
     if (!dec)
         return -1;
     if (dec->use_sndfile) {
@@ -1052,14 +1214,27 @@ int64_t clapp_decoder_duration_frames(const clapp_decoder *dec)
         else
             return -1;
     }
-    if (dec->p.kind == CLAPP_MEDIA_VIDEO)
-        return (int64_t)(seconds * av_q2d(av_inv_q(dec->out_tb)) + 0.5);
-    return (int64_t)(seconds * dec->p.rate + 0.5);
+    frames = seconds * (dec->p.kind == CLAPP_MEDIA_VIDEO ? av_q2d(av_inv_q(dec->out_tb)) : dec->p.rate) + 0.5;
+    /* A header may claim anything: past 2^62 frames the length is unknown,
+     * not an integer overflow. */
+    return frames < 4.6e18 ? (int64_t)frames : -1;
 }
 
 int64_t clapp_decoder_error_count(const clapp_decoder *dec)
 {
     return dec ? dec->n_errors : 0;
+}
+
+double clapp_decoder_lost_seconds(const clapp_decoder *dec)
+{
+    return dec ? dec->lost_seconds : 0;
+}
+
+double clapp_decoder_declared_seconds(const clapp_decoder *dec, int *exact)
+{
+    if (exact)
+        *exact = dec ? dec->declared_exact : 0;
+    return dec ? dec->declared_seconds : -1;
 }
 
 void clapp_decoder_close(clapp_decoder *dec)

@@ -45,6 +45,11 @@ typedef struct clapp_decode_params {
     int                  channels;  /* video: 1 gray, 3 RGB */
     double               io_timeout; /* seconds an open or read may wait for data; 0: no limit */
     const atomic_int    *stop;      /* when nonzero, blocking opens and reads give up; may be NULL */
+    int                (*interrupt)(void *user); /* the host's: nonzero, waits for data (FIFOs,
+                                                  * URLs, standard input; not regular files, whose
+                                                  * reads never wait) give up too ("interrupted
+                                                  * while waiting for data"); may be NULL */
+    void                *interrupt_user;
 } clapp_decode_params;
 
 typedef struct clapp_decoder clapp_decoder;
@@ -53,6 +58,14 @@ typedef struct clapp_decoder clapp_decoder;
  * Returns 0 or a negative CLAPP_E_*. */
 int clapp_decoder_open(clapp_decoder **dec, const char *url, const clapp_decode_params *p,
                        char *err, size_t errlen);
+
+/* The same from `size` bytes in memory (borrowed: they must outlive the
+ * decoder), read through a seekable AVIOContext; `name` is what messages
+ * call it. The FFmpeg backend only (AUTO is FFmpeg; SNDFILE:
+ * CLAPP_E_UNSUPPORTED). What the fuzz target tests/fuzz/fuzz_decode.c
+ * decodes. */
+int clapp_decoder_open_memory(clapp_decoder **dec, const char *name, const void *data, size_t size,
+                              const clapp_decode_params *p, char *err, size_t errlen);
 
 /* Read up to max_frames frames into dst (audio: samples; video: frames of
  * channels*height*width floats each). Returns the number read (> 0), 0 at
@@ -75,6 +88,18 @@ int64_t clapp_decoder_duration_frames(const clapp_decoder *dec);
  * data, nothing decoded (...)"). A truncated file delivers its decodable
  * prefix, then 0. */
 int64_t clapp_decoder_error_count(const clapp_decoder *dec);
+/* About how much media those damaged packets held, in seconds (their
+ * durations; a failure not tied to one packet counts the mean packet). */
+double  clapp_decoder_lost_seconds(const clapp_decoder *dec);
+
+/* Seconds of media the input's header declares, or -1 if it declares none
+ * that can be trusted: a WAV file's data size (FFmpeg drops it for a file
+ * shorter than it says), else the container's duration when read from its
+ * header (not one estimated from the bit rate and the file size, and none
+ * for live inputs). *exact (may be NULL) is 1 for a WAV size field (a
+ * shortfall of milliseconds is real), 0 for a container duration (a few
+ * frames off is normal). */
+double  clapp_decoder_declared_seconds(const clapp_decoder *dec, int *exact);
 
 void clapp_decoder_close(clapp_decoder *dec);
 

@@ -181,6 +181,8 @@ int clapp_alignment_load(clapp_alignment *a, const char *path, clapp_labelset *l
             rc = CLAPP_E_FORMAT;
             goto fail;
         }
+        if (lineno == 1)
+            p += clapp_utf8_bom(p);
         while (*p && isspace((unsigned char)*p))
             p++;
         if (!*p || *p == '#')

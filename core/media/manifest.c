@@ -97,6 +97,10 @@ static char *make_key(const char *dir_abs, const char *p)
         dot = strrchr(last, '.');
         if (dot && dot != last)
             *dot = 0;
+        /* "...wav" and "..wav" would leave ".." and ".": parts that name
+         * folders, not files (found by tests/fuzz/fuzz_manifest.c). */
+        if (!strcmp(last, ".") || !strcmp(last, ".."))
+            memset(last, '_', strlen(last));
     }
     if (!*out)
         strcpy(out, "_");
@@ -190,6 +194,10 @@ int clapp_manifest_load(clapp_manifest *m, const char *path, char *err, size_t e
             snprintf(err, errlen, "%s:%d: NUL byte in line (not a text manifest?)", path, lineno);
             rc = CLAPP_E_FORMAT;
             goto fail;
+        }
+        if (lineno == 1 && (p = s + clapp_utf8_bom(s)) != s) {
+            memmove(s, p, (size_t)got - 2);   /* the BOM and its 3 bytes go, the NUL stays */
+            got -= 3;
         }
         /* Only line ends go here: a leading TAB means an empty path. */
         while (got > 0 && (s[got - 1] == '\n' || s[got - 1] == '\r'))

@@ -55,6 +55,7 @@ struct clapp_source {
     float      *staging;      /* (T + 1) steps, step-major as the decoder writes them */
     int32_t    *order;        /* [n] entry order of the current epoch */
     uint8_t    *skip;         /* [n] bad or too short: not tried again */
+    uint8_t    *warned;       /* [n] its damage was reported (once, not every epoch) */
     int64_t     next_pos;     /* position in epochs * n */
     uint64_t    rng;          /* shuffling */
 
@@ -66,6 +67,7 @@ struct clapp_source {
     int32_t         w, r, filled, held;  /* ring indices (under mu) */
     int             finished, fatal;     /* under mu */
     atomic_int      stop;
+    atomic_int      interrupted;  /* the host's interrupt ended a wait: the source stopped */
     atomic_int      failed, done;
 };
 
@@ -108,15 +110,31 @@ void clapp_source_default_params(clapp_source_params *p)
     p->aug.speed = 1.0;
 }
 
+/* The host asked to stop (decode.h: interrupt). */
+static int interrupted(const clapp_source *src)
+{
+    return src->p.decode.interrupt && src->p.decode.interrupt(src->p.decode.interrupt_user);
+}
+
 /* "PATH: reason", without repeating the path when the decoder named it. */
 static void report_bad(clapp_source *src, int32_t entry, const char *why)
 {
     const char *path = src->m->entries[entry].path;
     size_t pl = strlen(path);
+    int named = strncmp(why, path, pl) == 0 && why[pl] == ':';
     /* A read cut off because the source is being stopped is no bad file. */
     if (atomic_load(&src->stop))
         return;
-    if (strncmp(why, path, pl) == 0 && why[pl] == ':')
+    /* Nor is one the host interrupted: said once, naming the file, and the
+     * whole source stops (the next file would keep it waiting as well). */
+    if (interrupted(src)) {
+        atomic_store(&src->interrupted, 1);
+        atomic_store(&src->stop, 1);
+        clapp_host_log(src->host, CLAPP_LOG_WARNING, WHO, "%s%s%s; reading stopped", named ? "" : path,
+                       named ? "" : ": ", why);
+        return;
+    }
+    if (named)
         clapp_host_log(src->host, CLAPP_LOG_ERROR, WHO, "%s", why);
     else
         clapp_host_log(src->host, CLAPP_LOG_ERROR, WHO, "%s: %s", path, why);
@@ -322,31 +340,38 @@ static void lane_emit(clapp_source *src, clapp_block *blk, int32_t b, lane_state
     }
 }
 
-/* End of a file read without errors: damaged packets the decoder skipped,
- * an end well before the length the container announces (a cut file), and
- * labels that run past the audio make it a bad file (its data was used). */
-/* What is wrong with a file that has been read to its end (damaged packets,
- * a clear shortfall against its header, labels past the audio): 1 and the
- * reason in why, or 0. */
-static int file_problem(clapp_source *src, lane_state *st, char *why, size_t whylen)
+/* Damage in a file read to its end: damaged packets the decoder skipped
+ * (how many, about how many seconds), and an end before the length its
+ * header declares (a cut file: the seconds decoded, declared and missing).
+ * 1 and the description in why, or 0. What is there was used either way;
+ * the caller makes it a warning, or with strict=true an error. */
+static int file_damage(clapp_source *src, lane_state *st, char *why, size_t whylen)
 {
     const double rate = src->info.rate;
     int64_t skipped = clapp_decoder_error_count(st->dec);
-    int64_t expect = clapp_decoder_duration_frames(st->dec);
-    int64_t decoded = lane_input_steps(src, st);   /* st->pos before speed perturbation */
-    if (skipped > 0) {
-        snprintf(why, whylen, "truncated or corrupt data: %lld damaged packet(s) skipped, "
-                 "%.3f s decoded", (long long)skipped, (double)decoded / rate);
-        return 1;
-    }
-    /* Estimates from headers are a few frames off: only a clear shortfall
-     * (10 % and a quarter second) counts. */
-    if (expect > 0 && (double)(expect - decoded) > 0.1 * (double)expect &&
-        (double)(expect - decoded) > 0.25 * rate) {
-        snprintf(why, whylen, "truncated: ended after %.3f s of the %.3f s its header "
-                 "announces", (double)decoded / rate, (double)expect / rate);
-        return 1;
-    }
+    int exact = 0;
+    double declared = clapp_decoder_declared_seconds(st->dec, &exact);
+    double decoded = (double)lane_input_steps(src, st) / rate;   /* before speed perturbation */
+    double missing = declared - decoded;
+    size_t n = 0;
+    why[0] = 0;
+    if (skipped > 0)
+        n += (size_t)snprintf(why, whylen, "damaged: %lld packet(s) skipped, about %.3f s of media lost",
+                              (long long)skipped, clapp_decoder_lost_seconds(st->dec));
+    /* A WAV's size field is exact (10 ms of slack for resampling); a
+     * container's duration is a few frames off, so only a clear shortfall
+     * (10 % and a quarter second) counts there. */
+    if (declared > 0 && (exact ? missing > 0.010 : missing > 0.1 * declared && missing > 0.25) && n < whylen)
+        snprintf(why + n, whylen - n, "%s%.3f s decoded of the %.3f s its header declares "
+                 "(%.3f s missing)", n ? "; " : "truncated: ", decoded, declared, missing);
+    return why[0] != 0;
+}
+
+/* Labels of a file read to its end that run past its audio: 1 and the
+ * reason in why (the .phn file, line and phone), or 0. */
+static int labels_past_end(clapp_source *src, lane_state *st, char *why, size_t whylen)
+{
+    int64_t decoded = lane_input_steps(src, st);
     if (st->has_ali && st->ali.n > 0) {
         const clapp_phn_segment *s = &st->ali.seg[st->ali.n - 1];
         double audio = (double)decoded / src->p.decode.rate;
@@ -372,7 +397,7 @@ static int lane_fill_stream(clapp_source *src, clapp_block *blk, int32_t b)
     char err[1024], why[1200];
     for (;;) {
         int64_t n = 0, pos0;
-        int eof = 0, error = 0;
+        int eof = 0, error = 0, bad = 0, damaged = 0;
         uint32_t flags = 0;
         if (atomic_load(&src->stop))
             return 0;
@@ -408,17 +433,31 @@ static int lane_fill_stream(clapp_source *src, clapp_block *blk, int32_t b)
         pos0 = st->pos;
         st->pos += n;
         /* A file reported bad ends its sequence marked failed, so writers
-         * do not leave it looking complete. */
-        if (error || (eof && file_problem(src, st, why, sizeof why)))
+         * do not leave it looking complete; damage is a warning, or with
+         * strict=true makes the file bad. */
+        if (eof && !error) {
+            bad = labels_past_end(src, st, why, sizeof why);
+            damaged = !bad && file_damage(src, st, why, sizeof why);
+            bad |= damaged && src->p.strict;
+        }
+        if (error || bad)
             flags |= CLAPP_LANE_SEQ_FAILED;
         lane_emit(src, blk, b, st, n, pos0, flags);
         st->started = 1;
-        if (error)
+        if (error) {
             report_bad(src, st->entry, err[0] ? err : "read error");
-        else if (eof && (flags & CLAPP_LANE_SEQ_FAILED))
+        } else if (bad) {
+            if (damaged)
+                strncat(why, " (strict: damage fails the file)", sizeof why - strlen(why) - 1);
             report_bad(src, st->entry, why);
-        else if (eof)
+        } else if (eof) {
+            if (damaged && !atomic_load(&src->stop) && !src->warned[st->entry]) {
+                src->warned[st->entry] = 1;
+                clapp_host_log(src->host, CLAPP_LOG_WARNING, WHO, "%s: %s; what could be decoded was used",
+                               src->m->entries[st->entry].path, why);
+            }
             atomic_fetch_add(&src->done, 1);
+        }
         if (eof || error)
             lane_close(st);
         return 1;
@@ -664,6 +703,7 @@ int clapp_source_create(clapp_source **out, const clapp_source_params *p,
     src->held = -1;
     src->rng = p->seed;
     atomic_init(&src->stop, 0);
+    atomic_init(&src->interrupted, 0);
     atomic_init(&src->failed, 0);
     atomic_init(&src->done, 0);
     B = p->lanes;
@@ -777,7 +817,8 @@ int clapp_source_create(clapp_source **out, const clapp_source_params *p,
     src->staging = malloc((size_t)((T + 1) * src->step_floats) * sizeof(float));
     src->order = malloc((size_t)m->n * sizeof *src->order);
     src->skip = calloc((size_t)m->n, 1);
-    if (!src->ls || !src->staging || !src->order || !src->skip)
+    src->warned = calloc((size_t)m->n, 1);
+    if (!src->ls || !src->staging || !src->order || !src->skip || !src->warned)
         goto nomem;
     for (int32_t b = 0; b < p->lanes; b++) {
         src->ls[b].entry = -1;
@@ -872,6 +913,11 @@ int32_t clapp_source_failed_count(const clapp_source *src)
     return src ? atomic_load(&((clapp_source *)src)->failed) : 0;
 }
 
+int clapp_source_interrupted(const clapp_source *src)
+{
+    return src ? atomic_load(&((clapp_source *)src)->interrupted) : 0;
+}
+
 int32_t clapp_source_done_count(const clapp_source *src)
 {
     return src ? atomic_load(&((clapp_source *)src)->done) : 0;
@@ -909,6 +955,7 @@ void clapp_source_destroy(clapp_source *src)
     free(src->staging);
     free(src->order);
     free(src->skip);
+    free(src->warned);
     free(src->class_ids);
     clapp_aug_destroy(src->aug);
     free(src);
@@ -939,6 +986,7 @@ void clapp_source_params_from_values(clapp_source_params *sp, const clapp_param_
     sp->window_align = src_value(v, n, "window_align")->i;
     sp->label_rate = src_value(v, n, "label_rate")->f;
     sp->shuffle = (int)src_value(v, n, "shuffle")->i;
+    sp->strict = (int)src_value(v, n, "strict")->i;
     sp->gain = (float)src_value(v, n, "gain")->f;
     sp->offset = (float)src_value(v, n, "offset")->f;
     sp->aug.gain_db = src_value(v, n, "aug_gain_db")->f;

@@ -49,16 +49,32 @@
  * Label ids in a set that is not frozen are added by the decode thread: read
  * such a set only after the source has ended.
  *
+ * Interrupts: when the host's decode.interrupt callback returns nonzero, a
+ * blocking open or read (a FIFO without a writer, a stalled network
+ * stream) gives up within about 0.1 s; the file is named in one warning
+ * ("PATH: interrupted while waiting for data; reading stopped"), is not
+ * counted as failed, and the source ends (clapp_source_next returns 0 once
+ * the blocks already decoded are taken).
+ *
  * Failures: a file fails when it cannot be opened, a read fails (the lane
  * then ends the sequence with what it has, flagged SEQ_END), it holds no
  * media at all, or its .phn file does not load. In stream mode, at the end of
- * a file (its data delivered and used), it also fails if the decoder skipped
- * damaged packets, if it ended clearly short (> 10 % and > 0.25 s) of the
- * duration its container announces (a cut file), or if its alignment runs
+ * a file (its data delivered and used), it also fails if its alignment runs
  * more than 10 ms past the end of the audio (logged naming the .phn file and
- * line; up to 10 ms is tolerated, flite's last pau runs ~5 ms over). Each is logged once as "PATH: reason" at CLAPP_LOG_ERROR and
- * counted once; later epochs skip that entry silently. Files too short for
- * the window are skipped with one warning and counted in neither count.
+ * line; up to 10 ms is tolerated, flite's last pau runs ~5 ms over). Each is
+ * logged once as "PATH: reason" at CLAPP_LOG_ERROR and counted once; later
+ * epochs skip that entry silently. Files too short for the window are
+ * skipped with one warning and counted in neither count.
+ *
+ * Damage is a warning: in stream mode, a file read to its end whose decoder
+ * skipped damaged packets ("PATH: damaged: N packet(s) skipped, about S s of
+ * media lost") or that ended before the length its header declares ("PATH:
+ * truncated: D s decoded of the H s its header declares (M s missing)"; a
+ * WAV's data size counts to 10 ms, a container's duration only for a clear
+ * shortfall, > 10 % and > 0.25 s) is logged at CLAPP_LOG_WARNING (the first
+ * epoch only) and counts as done: what could be decoded was used. With strict (the source's
+ * strict=true, the command's --strict) the same is an error: the file fails
+ * as above and its sequence ends flagged SEQ_FAILED.
  */
 #ifndef CLAPP_CORE_SOURCE_H
 #define CLAPP_CORE_SOURCE_H
@@ -82,6 +98,7 @@ typedef struct clapp_source_params {
     double              label_rate;  /* frame labels per second from .phn alignments (0: none) */
     uint64_t            seed;        /* window starts and shuffling */
     int                 shuffle;     /* shuffle manifest order per epoch */
+    int                 strict;      /* damage (skipped packets, a cut file) fails the file */
     int32_t             epochs;      /* passes over the manifest */
     int32_t             shard, shards; /* data parallelism: of each epoch's order (shuffled
                                       * from seed alike in every process) this source reads
@@ -132,6 +149,8 @@ void clapp_source_release(clapp_source *src);
 
 /* Files that failed to open or decode so far. */
 int32_t clapp_source_failed_count(const clapp_source *src);
+/* 1 if the host's interrupt ended a wait and so the source (see above). */
+int     clapp_source_interrupted(const clapp_source *src);
 /* Files fully read so far. */
 int32_t clapp_source_done_count(const clapp_source *src);
 

@@ -32,3 +32,8 @@ ssize_t clapp_read_line(char **line, size_t *cap, FILE *f, size_t max)
     (*line)[n] = 0;
     return (ssize_t)n;
 }
+
+size_t clapp_utf8_bom(const char *s)
+{
+    return (unsigned char)s[0] == 0xEF && (unsigned char)s[1] == 0xBB && (unsigned char)s[2] == 0xBF ? 3 : 0;
+}

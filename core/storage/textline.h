@@ -21,4 +21,8 @@ enum {
  * one line. */
 ssize_t clapp_read_line(char **line, size_t *cap, FILE *f, size_t max);
 
+/* Bytes of a UTF-8 byte order mark at the start of s (3, or 0): editors on
+ * Windows start text files with one, which is no part of the first line. */
+size_t clapp_utf8_bom(const char *s);
+
 #endif

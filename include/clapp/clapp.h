@@ -118,7 +118,8 @@ typedef struct clapp_loss_info {
 /* Counters of an open pipeline. */
 typedef struct clapp_run_info {
     int64_t blocks;        /* blocks processed (a resumed run counts the checkpoint's) */
-    int64_t steps;         /* valid source time steps processed (samples or frames), all lanes */
+    int64_t steps;         /* valid source time steps processed (samples or frames), all lanes, by
+                              this handle (a resumed run's skipped blocks are not counted) */
     int32_t files_done;    /* manifest mode: files fully read */
     int32_t files_failed;  /* manifest mode: files that could not be read (logged) */
     double  lr_scale;      /* factor on every learning rate at the last optimizer step (warmup) */
@@ -144,7 +145,8 @@ CLAPP_API void clapp_free(void *ptr);
  * read a .pipe file), apply the overrides "NAME.KEY=VALUE" (as --set), and
  * check everything against the element registry (built-ins and the plugins
  * on $CLAPP_PLUGIN_PATH, beside the library in clapp/plugins/, and in the
- * build and install folders). opt may be NULL (defaults).
+ * install folder; world-writable plugin folders are refused). opt may be
+ * NULL (defaults).
  * On failure *p is still set when it could be allocated, so that
  * clapp_pipeline_error(*p) tells why; destroy it in any case. */
 CLAPP_API int clapp_pipeline_create_from_text(clapp_pipeline **p, const char *text,
@@ -225,6 +227,18 @@ CLAPP_API int clapp_pipeline_open_manifest(clapp_pipeline *p, const char *manife
  * is, whatever the source's mode= and augmentation say (stream mode, no
  * augmentation, no shuffling): what feature extraction and evaluation read. */
 CLAPP_API int clapp_pipeline_open_files(clapp_pipeline *p, const char *manifest);
+
+/* [handle's thread, before open] A way to stop waiting for input: in
+ * manifest mode the decode thread calls interrupt(user) while it waits for
+ * data (a FIFO without a writer, a stalled network stream; about every
+ * 0.05-0.1 s) and between its reads, so it must be thread-safe and quick
+ * (read a flag that a signal handler sets: an atomic or a volatile
+ * sig_atomic_t). Once it returns nonzero the wait ends, the file being read
+ * is named in one warning ("PATH: interrupted while waiting for data;
+ * reading stopped"; it does not count as failed), decoding stops, and
+ * clapp_pipeline_step returns 0 once the blocks decoded before are used.
+ * NULL (the default): no interrupt. */
+CLAPP_API int clapp_pipeline_set_interrupt(clapp_pipeline *p, int (*interrupt)(void *user), void *user);
 
 /* [handle's thread, once] Frames come from the caller (clapp_pipeline_begin
  * / push / end), `lanes` streams side by side (0: the source's lanes=). The

@@ -11,7 +11,12 @@
  * processed); a sequence whose file failed mid-way (CLAPP_LANE_SEQ_FAILED)
  * becomes NAME.partial.npy, a valid array of the part decoded, with a
  * warning; a failed write, seek or close removes the file and fails the
- * run with an error naming it. */
+ * run with an error naming it.
+ *
+ * Files stay inside DIR: out= may not have a ".." part, suffix= may not
+ * hold a '/', and a sequence key that is absolute or has a ".." part (a
+ * host's clapp_pipeline_begin name; manifest keys never do) fails its file
+ * with an error naming it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -48,6 +53,25 @@ static const clapp_param_desc features_params[] = {
     {"suffix", CLAPP_PARAM_STRING, "", 0, 0, NULL, "appended to each file's name before .npy"},
 };
 #define FEATURES_N_PARAMS ((int32_t)(sizeof features_params / sizeof features_params[0]))
+
+/* 1 if the path has a ".." part. */
+static int has_dotdot(const char *path)
+{
+    for (const char *p = path; *p;) {
+        size_t n = strcspn(p, "/");
+        if (n == 2 && p[0] == '.' && p[1] == '.')
+            return 1;
+        p += n;
+        p += *p == '/';
+    }
+    return 0;
+}
+
+/* 1 if a name joined to a folder could leave it: absolute, or a ".." part. */
+static int escapes(const char *name)
+{
+    return name[0] == '/' || has_dotdot(name);
+}
 
 static int mkdir_parents(char *path)
 {
@@ -154,6 +178,11 @@ static int lane_fail(features *ft, features_lane *l, const char *what)
 static int lane_open(features *ft, features_lane *l, const char *key)
 {
     char hdr[NPY_HEADER_BYTES];
+    if (key && escapes(key)) {
+        clapp_host_log(ft->host, CLAPP_LOG_ERROR, ft->name, "sequence name '%s' would write outside %s "
+                       "(an absolute path or a '..' part); not written", key, ft->dir);
+        return CLAPP_E_INVAL;
+    }
     if (asprintf(&l->path, "%s/%s%s.npy", ft->dir, key && *key ? key : "stream", ft->suffix) < 0) {
         l->path = NULL;
         return CLAPP_E_NOMEM;
@@ -214,6 +243,18 @@ static int features_create(const clapp_create_info *info, void **self)
     ft->suffix = strdup(ft->suffix_param ? ft->suffix_param : "");
     if (!ft->name || !ft->dir || !ft->suffix)
         return CLAPP_E_NOMEM;
+    /* Outputs stay inside the folder given: an absolute out= is fine, a
+     * ".." part (which a shared pipeline file could aim anywhere) is not. */
+    if (has_dotdot(ft->dir)) {
+        clapp_host_log(ft->host, CLAPP_LOG_ERROR, ft->name, "out=%s: a '..' part is not allowed in the "
+                       "output folder; give it without '..' (an absolute path is fine)", ft->dir);
+        return CLAPP_E_INVAL;
+    }
+    if (strchr(ft->suffix, '/')) {
+        clapp_host_log(ft->host, CLAPP_LOG_ERROR, ft->name, "suffix=%s: a suffix is part of a file name "
+                       "and may not hold '/' (files stay inside out=%s)", ft->suffix, ft->dir);
+        return CLAPP_E_INVAL;
+    }
     return CLAPP_OK;
 }
 

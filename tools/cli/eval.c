@@ -26,7 +26,8 @@ static void eval_usage(void)
 {
     printf("usage: clapp eval PIPE (--checkpoint C | --random-init) --train MANIFEST [--val MANIFEST]\n"
            "                  --test MANIFEST [--probe ELEMENT[:TYPE]]... [--epochs N] [--probe-seeds S]\n"
-           "                  [--probe-lrs LR,LR,...] [--seed S] [--json FILE] [--set NAME.KEY=VALUE]... [-q|-v]\n"
+           "                  [--probe-lrs LR,LR,...] [--seed S] [--json FILE] [--set NAME.KEY=VALUE]... [--strict]\n"
+           "                  [-q|-v]\n"
            "Loads the encoder from the checkpoint (or keeps its seeded random initialisation with\n"
            "--random-init) and freezes it. One pass over each manifest records what every probe of the\n"
            "pipeline sees; each probe is then trained on the recorded training features for N epochs\n"
@@ -39,7 +40,8 @@ static void eval_usage(void)
            "majority-class rate (always predicting the training set's most frequent class).\n"
            "--probe attaches a probe (default probe_phoneme) to the output of ELEMENT, named\n"
            "probe_ELEMENT; probes already in the pipeline are measured too.\n"
-           "Prints a table, then the report as one JSON line (also written to --json FILE).\n",
+           "Prints a table, then the report as one JSON line (also written to --json FILE).\n"
+           "Damaged input and --strict as for 'clapp run'.\n",
            EVAL_DEFAULT_EPOCHS, EVAL_DEFAULT_LRS);
 }
 

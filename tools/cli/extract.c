@@ -23,11 +23,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clapp/clapp.h"
 #include "cli.h"
 #include "dist.h"
 #include "interrupt.h"
+#include "stream.h"
 
 #define X_MAX_ARGS 256
 
@@ -45,10 +47,57 @@ typedef struct x_element {
     int64_t    *lane_rec; /* [lanes] current record of each lane, -1 none */
 } x_element;
 
+/* --out DIR as the writers take it: the features writer refuses a ".."
+ * part (a pipeline file could aim one anywhere), so a command-line folder
+ * with one becomes absolute, its "." and ".." parts resolved as the shell's
+ * cd does. malloc'd; NULL when out of memory or the working folder is gone. */
+static char *out_folder(const char *dir)
+{
+    char *cwd = NULL, *joined = NULL, *out = NULL;
+    size_t n = 0;
+    int dotdot = 0;
+    for (const char *p = dir; *p && !dotdot;) {
+        size_t k = strcspn(p, "/");
+        dotdot = k == 2 && p[0] == '.' && p[1] == '.';
+        p += k;
+        p += *p == '/';
+    }
+    if (!dotdot)
+        return strdup(dir);
+    if (dir[0] != '/' && !(cwd = getcwd(NULL, 0)))
+        return NULL;
+    if (asprintf(&joined, "%s/%s", cwd ? cwd : "", dir) < 0)
+        joined = NULL;
+    free(cwd);
+    if (!joined || !(out = malloc(strlen(joined) + 2))) {
+        free(joined);
+        return NULL;
+    }
+    for (char *save = NULL, *part = strtok_r(joined, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
+        if (!strcmp(part, "."))
+            continue;
+        if (!strcmp(part, "..")) {
+            while (n > 0 && out[n - 1] != '/')
+                n--;
+            if (n > 0)
+                n--;   /* the '/' before the part dropped */
+            continue;
+        }
+        out[n++] = '/';
+        memcpy(out + n, part, strlen(part));
+        n += strlen(part);
+    }
+    if (n == 0)
+        out[n++] = '/';
+    out[n] = 0;
+    free(joined);
+    return out;
+}
+
 static void extract_usage(void)
 {
     printf("usage: clapp extract PIPE (--checkpoint C | --random-init) --data MANIFEST --out DIR\n"
-           "                     [--element NAME]... [--set NAME.KEY=VALUE]... [--seed S] [-q|-v]\n"
+           "                     [--element NAME]... [--set NAME.KEY=VALUE]... [--seed S] [--strict] [-q|-v]\n"
            "Runs every file of the manifest once, whole, through the pipeline with learning off and\n"
            "the weights of checkpoint C (or the seeded random initialisation: the baseline features\n"
            "of an untrained encoder), and writes the output of each chosen element (default:\n"
@@ -56,7 +105,7 @@ static void extract_usage(void)
            "row per time step) with a JSON sidecar DIR/<key>.<element>.json (element, rate,\n"
            "pts_first, frames, dims, checkpoint, pipeline). Memory is bounded by the block size.\n"
            "Under mpirun -np N each rank extracts its share of the files.\n"
-           "Exit status as 'clapp run'.\n");
+           "Damaged input and --strict as for 'clapp run'. Exit status as 'clapp run'.\n");
 }
 
 static int rec_for(x_element *xe, const clapp_lane *ln, int32_t b)
@@ -227,10 +276,11 @@ nomem:
 
 int cli_extract(int argc, char **argv)
 {
-    const char *pipe = NULL, *data = NULL, *ckpt = NULL, *want[X_MAX_ARGS], *out_dir = NULL, **names = NULL;
+    const char *pipe = NULL, *data = NULL, *ckpt = NULL, *want[X_MAX_ARGS], *out_arg = NULL, **names = NULL;
     const char *sets[X_MAX_ARGS];
+    char *out_dir = NULL;
     char *ckpt_blocks = NULL, err[2048] = "";
-    int n_want = 0, n_sets = 0, n_names = 0, status = CLI_OK, rc, random_init = 0, verbosity = 1, agreed = 0;
+    int n_want = 0, n_sets = 0, n_names = 0, status = CLI_OK, rc, random_init = 0, verbosity = 1, agreed = 0, strict = 0;
     x_element *xs = NULL;
     clapp_pipeline *p = NULL;
     clapp_options opt;
@@ -252,6 +302,8 @@ int cli_extract(int argc, char **argv)
             verbosity = 2;
         } else if (!strcmp(a, "--random-init")) {
             random_init = 1;
+        } else if (!strcmp(a, "--strict")) {
+            strict = 1;
         } else if (!strcmp(a, "--checkpoint") || !strcmp(a, "--data") || !strcmp(a, "--out") ||
                    !strcmp(a, "--element") || !strcmp(a, "--set") || !strcmp(a, "--seed")) {
             if (!v) {
@@ -264,7 +316,7 @@ int cli_extract(int argc, char **argv)
             } else if (!strcmp(a, "--data")) {
                 data = v;
             } else if (!strcmp(a, "--out")) {
-                out_dir = v;
+                out_arg = v;
             } else if (!strcmp(a, "--element") && n_want < X_MAX_ARGS) {
                 want[n_want++] = v;
             } else if (!strcmp(a, "--set") && n_sets < X_MAX_ARGS) {
@@ -290,17 +342,26 @@ int cli_extract(int argc, char **argv)
             return CLI_USAGE;
         }
     }
-    if (!pipe || !data || !out_dir || !ckpt == !random_init) {
+    if (!pipe || !data || !out_arg || !ckpt == !random_init) {
         fprintf(stderr, "clapp: error: extract needs PIPE, one of --checkpoint C and --random-init, "
                         "--data MANIFEST and --out DIR\n");
         return CLI_USAGE;
     }
     opt.log_level = verbosity == 0 ? CLAPP_LOG_ERROR : verbosity == 1 ? CLAPP_LOG_WARNING : CLAPP_LOG_INFO;
     cli_dist_log_options(&d, &opt);
+    cli_interrupt_install();
+    if (!(out_dir = out_folder(out_arg))) {
+        fprintf(stderr, "clapp: error: --out %s: cannot resolve the folder\n", out_arg);
+        return CLI_FAILED;
+    }
 
     /* The pipeline with its overrides, a writer after each chosen element,
      * every file once and whole, the checkpoint's weights. */
     if (clapp_pipeline_create_from_file(&p, pipe, sets, n_sets, &opt) < 0)
+        goto usage_err;
+    if (strict && (status = cli_apply_strict(p)) != CLI_OK)
+        goto done;
+    if (clapp_pipeline_set_interrupt(p, cli_interrupt_check, NULL) < 0)
         goto usage_err;
     if ((status = attach_writers(p, pipe, out_dir, want, n_want, &names, &n_names)) != CLI_OK)
         goto done;
@@ -405,6 +466,7 @@ done:
         free(xs[k].lane_rec);
     }
     free(xs);
+    free(out_dir);
     free_names(names, n_names);
     clapp_free(ckpt_blocks);
     clapp_pipeline_destroy(p);

@@ -1,23 +1,29 @@
 /* Ctrl-C and SIGTERM: a flag, set by an async-signal-safe handler, that the
- * block loops of run, train and extract read between blocks. This flag is
- * the command's only global mutable state; the library has none (a host
- * that wants the same stops calling clapp_pipeline_step). */
+ * block loops of run, train and extract read between blocks, and that the
+ * library's decode thread reads while it waits for input
+ * (clapp_pipeline_set_interrupt), so the first signal also ends a wait on a
+ * FIFO without a writer. A lock-free atomic: safe in the handler and across
+ * threads. This flag is the command's only global mutable state; the
+ * library has none. */
 #include "interrupt.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
-static volatile sig_atomic_t stop_signal;
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "the signal handler needs a lock-free atomic int");
+
+static atomic_int stop_signal;
 
 static void on_signal(int sig)
 {
-    if (stop_signal) {
+    if (atomic_load(&stop_signal)) {
         /* The second signal: no more waiting for the block to end. */
         signal(sig, SIG_DFL);
         raise(sig);
         return;
     }
-    stop_signal = sig;
+    atomic_store(&stop_signal, sig);
 }
 
 void cli_interrupt_install(void)
@@ -32,7 +38,13 @@ void cli_interrupt_install(void)
 
 int cli_interrupted(void)
 {
-    return (int)stop_signal;
+    return atomic_load(&stop_signal);
+}
+
+int cli_interrupt_check(void *user)
+{
+    (void)user;
+    return atomic_load(&stop_signal) != 0;
 }
 
 int cli_interrupt_status(int sig)

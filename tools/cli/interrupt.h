@@ -7,10 +7,13 @@
 #define CLAPP_CLI_INTERRUPT_H
 
 /* Install the handlers for SIGINT and SIGTERM (SA_RESTART: reads in the
- * decode thread go on). */
+ * decode thread go on; a wait for input ends through cli_interrupt_check). */
 void cli_interrupt_install(void);
 /* The signal number that asked to stop, 0 if none has. */
 int  cli_interrupted(void);
+/* The same as clapp_pipeline_set_interrupt's callback (any thread): 1 once
+ * a signal asked to stop. */
+int  cli_interrupt_check(void *user);
 /* The exit status for signal sig: 128 + sig. */
 int  cli_interrupt_status(int sig);
 /* "SIGINT", "SIGTERM" or "a signal" (static storage). */

@@ -75,6 +75,8 @@ int cli_options_parse(cli_options *o, int argc, char **argv, int *help)
             o->dump_graph = 1;
         } else if (!strcmp(a, "--resume")) {
             o->resume = 1;
+        } else if (!strcmp(a, "--strict")) {
+            o->strict = 1;
         } else if (!strcmp(a, "--random-init")) {
             o->random_init = 1;
         } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {

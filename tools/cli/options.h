@@ -23,6 +23,7 @@ typedef struct cli_options {
     const char *checkpoint;  /* train: write here; eval/extract: read from here */
     long long   checkpoint_every; /* train: also every this many blocks (0: only at the end) */
     int         resume;      /* train: continue from --checkpoint */
+    int         strict;      /* damaged input fails the file (the source's strict=true) */
     const char *train;       /* eval: probe training manifest */
     const char *test;        /* eval: probe test manifest */
     const char *val;         /* eval: validation manifest (chooses the probe learning rate) */

@@ -7,11 +7,15 @@
 
 static void run_usage(void)
 {
-    printf("usage: clapp run PIPE --data MANIFEST [--set NAME.KEY=VALUE]... [--epochs N] [--seed S] [-q|-v]\n"
+    printf("usage: clapp run PIPE --data MANIFEST [--set NAME.KEY=VALUE]... [--epochs N] [--seed S] [--strict]\n"
+           "                 [-q|-v]\n"
            "       clapp run PIPE --dump-graph [--set NAME.KEY=VALUE]...\n"
            "Runs the pipeline over every file of the manifest with learning off (sinks such as\n"
-           "'features' see the stream). Exit status: 0 all files processed; 1 some files could not\n"
-           "be read or the run failed; 2 bad command line, pipeline text or manifest.\n");
+           "'features' see the stream). Damaged input (packets the decoder had to skip, a file cut\n"
+           "short of the length its header declares) is a warning naming the file and the seconds\n"
+           "lost or missing, and what could be decoded is used; --strict makes it an error (the file\n"
+           "fails). Exit status: 0 all files processed; 1 some files could not be read or the run\n"
+           "failed; 2 bad command line, pipeline text or manifest; 130/143 stopped by SIGINT/SIGTERM.\n");
 }
 
 int cli_run(int argc, char **argv)

@@ -83,6 +83,19 @@ static int has_element(const clapp_pipeline *p, const char *name)
     return 0;
 }
 
+int cli_apply_strict(clapp_pipeline *p)
+{
+    const char *source = NULL;
+    char set[300];
+    if (clapp_pipeline_element(p, 0, &source, NULL, NULL) < 0 ||
+        snprintf(set, sizeof set, "%s.strict=true", source) >= (int)sizeof set ||
+        clapp_pipeline_override(p, set) < 0) {
+        fprintf(stderr, "clapp: error: --strict: %s\n", clapp_pipeline_error(p));
+        return CLI_USAGE;
+    }
+    return CLI_OK;
+}
+
 int cli_pipeline_create(clapp_pipeline **p, const cli_options *o, int learn, cli_dist *d)
 {
     clapp_options opt;
@@ -137,6 +150,10 @@ int cli_pipeline_create(clapp_pipeline **p, const cli_options *o, int learn, cli
         if (names_probe(o, o->sets[i]))
             rc = clapp_pipeline_override(*p, o->sets[i]);
     free(early);
+    if (rc == CLAPP_OK)
+        rc = clapp_pipeline_set_interrupt(*p, cli_interrupt_check, NULL);
+    if (rc == CLAPP_OK && o->strict)
+        return cli_apply_strict(*p);
     if (rc < 0) {
         fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(*p));
         return rc == CLAPP_E_NOMEM || rc == CLAPP_E_INTERNAL ? CLI_FAILED : CLI_USAGE;
@@ -385,7 +402,6 @@ static int stream_loop(stream_run *r, const cli_options *o, int learn)
     int want_stop = 0;
     double secs;
 
-    cli_interrupt_install();
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         if (!multi && (sig = cli_interrupted()))
@@ -527,6 +543,10 @@ int cli_stream(const cli_options *o, int learn)
         cli_dist_free(&r.dist);
         return CLI_USAGE;
     }
+    /* From the start: a signal while the pipeline is set up or a resume
+     * skips its blocks (or waits for input) still ends in the loop below,
+     * which saves the checkpoint. */
+    cli_interrupt_install();
     status = stream_create(&r, o, learn);
     if (status == CLI_OK && o->dump_graph) {
         char *text = NULL;
@@ -558,7 +578,8 @@ int cli_stream(const cli_options *o, int learn)
         if (!o->metrics || !strcmp(o->metrics, "-")) {
             r.metrics = stdout;
             r.metrics_name = "standard output";
-        } else if (!(r.metrics = fopen(o->metrics, "w"))) {
+        } else if (!(r.metrics = fopen(o->metrics, o->resume ? "a" : "w"))) {
+            /* --resume continues the metrics of the run it resumes. */
             perror(o->metrics);
             status = CLI_USAGE;
             goto done;
@@ -587,7 +608,24 @@ int cli_stream(const cli_options *o, int learn)
         if ((rc = clapp_pipeline_resume(r.p, o->checkpoint)) < 0) {
             fprintf(stderr, "clapp: error: %s\n", clapp_pipeline_error(r.p));
             status = rc == CLAPP_E_NOMEM ? CLI_FAILED : CLI_USAGE;
+            if (cli_interrupted()) {
+                /* Nothing was learned yet: the checkpoint stays as it was. */
+                fprintf(stderr, "clapp: interrupted by %s while resuming; %s is unchanged\n",
+                        cli_signal_name(cli_interrupted()), o->checkpoint);
+                status = cli_interrupt_status(cli_interrupted());
+            }
             goto done;
+        }
+        /* Block lines continue the checkpoint's numbering; media_seconds
+         * counts this run's blocks only. */
+        if (r.metrics) {
+            clapp_run_info ri;
+            clapp_pipeline_run_info(r.p, &ri);
+            fprintf(r.metrics, "{\"event\":\"resume\",\"blocks\":%lld}\n", (long long)ri.blocks);
+            if (metrics_check(&r) < 0) {
+                status = CLI_FAILED;
+                goto done;
+            }
         }
     }
     if (o->snapshots > 0 && (!(o->budget_s > 0) || !o->checkpoint || !learn)) {

@@ -12,14 +12,16 @@ static void train_usage(void)
            "                   [--warmup N] [--clip NORM] [--weight-decay WD]\n"
            "                   [--adam-eps E] [--adam-beta1 B1] [--adam-beta2 B2]\n"
            "                   [--checkpoint PATH [--checkpoint-every BLOCKS] [--resume]]\n"
-           "                   [--budget-minutes M [--snapshots N]]\n"
+           "                   [--budget-minutes M [--snapshots N]] [--strict]\n"
            "Streams the manifest's files through the pipeline --epochs times; every loss element\n"
            "updates its module's layers after each block (Adam; --lr is the default rate, lr= per\n"
            "element overrides it). Metrics: one JSON line per block (loss per loss element) and a\n"
            "summary line, on standard output or in FILE. A progress line goes to standard error\n"
            "when it is a terminal. --checkpoint writes a safetensors checkpoint at the end (and every\n"
            "BLOCKS blocks), atomically; --resume first loads it, optimizer state included, and\n"
-           "refuses other optimizer settings than the checkpoint's.\n"
+           "refuses other optimizer settings than the checkpoint's; its metrics are appended to FILE\n"
+           "after a {\"event\":\"resume\"} line (block numbers go on; media_seconds counts the audio of\n"
+           "this run's blocks, not of the blocks skipped to get back to the checkpoint).\n"
            "--budget-minutes M stops the training after M minutes of wall-clock time (what is\n"
            "learned so far is saved to --checkpoint); --snapshots N also writes N checkpoints at\n"
            "k/N of the budget, PATH.snapK.safetensors, each with a \"snapshot\" metrics line (blocks,\n"
@@ -39,7 +41,7 @@ static void train_usage(void)
            "Under mpirun -np N (a clapp built with MPI) the ranks train one model data parallel: each\n"
            "reads its share of every epoch's files, one allreduce per step averages the gradients,\n"
            "rank 0 writes the checkpoints and metrics; lanes= is per rank (README: Scaling out with MPI).\n"
-           "Exit status as 'clapp run'.\n");
+           "Damaged input and --strict as for 'clapp run'. Exit status as 'clapp run'.\n");
 }
 
 int cli_train(int argc, char **argv)

@@ -238,7 +238,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: bench_train PIPE [--steps N] [--warmup N] [--set K=V]... [--frozen] [--json]\n");
         return 2;
     }
-    if (clapp_registry_init_default(&reg, &host) < 0)
+    if (clapp_registry_init_beside_exe(&reg, &host, "lib/clapp/plugins") < 0)
         return 1;
     if (clapp_pipedesc_parse_file(&pd, pipe, err, sizeof err) < 0)
         goto fail;

@@ -275,7 +275,7 @@ int main(int argc, char **argv)
     B = xshape[0];
     T = xshape[ndim - 1];
 
-    if (clapp_registry_init_default(&reg, &host) < 0)
+    if (clapp_registry_init_beside_exe(&reg, &host, "lib/clapp/plugins") < 0)
         TS_ERR("tools/perf/twin_step.c: cannot initialise the element registry");
     reg_ok = 1;
     if (clapp_pipedesc_parse_file(&pd, pipe, err, sizeof err) < 0)
