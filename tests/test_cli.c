@@ -60,14 +60,6 @@ static void result_free(cmd_result *r)
     free(r->err);
 }
 
-static int count_substr(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
-        n++;
-    return n;
-}
-
 /* Read a float32 .npy file: returns data, sets rows and cols (2-D only). */
 static float *read_npy(const char *path, long *rows, long *cols)
 {
@@ -181,9 +173,9 @@ static void test_bad_files_reported_once(void **state)
     assert_int_equal(r.status, 1);
     const char *bad[] = {"missing.wav", "empty.wav", "notes.wav", "corrupt.flac"};
     for (int i = 0; i < 4; i++)
-        if (count_substr(r.err, bad[i]) != 1)
-            fail_msg("'%s' reported %d times, not once:\n%s", bad[i], count_substr(r.err, bad[i]), r.err);
-    assert_true(count_substr(r.err, "truncated.mp3") <= 1);
+        if (tu_count_substr(r.err, bad[i]) != 1)
+            fail_msg("'%s' reported %d times, not once:\n%s", bad[i], tu_count_substr(r.err, bad[i]), r.err);
+    assert_true(tu_count_substr(r.err, "truncated.mp3") <= 1);
     /* Every good file is there in full. */
     const char *good[] = {"good1", "good2", "good3"};
     const long len[] = {16000, 32000, 24000};

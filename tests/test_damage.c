@@ -16,14 +16,6 @@
 
 #define CLAPP_BIN CLAPP_TEST_BINARY_DIR "/clapp"
 
-static int count_substr(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
-        n++;
-    return n;
-}
-
 /* Run `clapp ARGS` in dir; expect exit status want; returns stderr (free it). */
 static char *expect_status(const char *dir, int want, const char *args)
 {
@@ -60,8 +52,8 @@ static void test_truncated_wav_warns(void **state)
                                     "(1.752 s missing); what could be decoded was used";
     (void)state;
     err = expect_status(dir, 0, "run f.pipe --data m.tsv");
-    if (count_substr(err, "clapp: warning: source: ") != 1 || count_substr(err, want) != 1 ||
-        count_substr(err, "a.wav") != 0 || count_substr(err, "p.wav") != 0)
+    if (tu_count_substr(err, "clapp: warning: source: ") != 1 || tu_count_substr(err, want) != 1 ||
+        tu_count_substr(err, "a.wav") != 0 || tu_count_substr(err, "p.wav") != 0)
         fail_msg("expected one warning, '%s'; stderr:\n%s", want, err);
     free(err);
     assert_int_equal(tu_run("cd '%s' && /usr/bin/python3 -c \"import numpy as n; "
@@ -85,8 +77,8 @@ static void test_strict_fails(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         err = expect_status(dir, 1, cmds[i]);
-        if (count_substr(err, "clapp: error: source: ") != 1 ||
-            count_substr(err, "t.wav: truncated: 1.248 s decoded of the 3.000 s its header declares "
+        if (tu_count_substr(err, "clapp: error: source: ") != 1 ||
+            tu_count_substr(err, "t.wav: truncated: 1.248 s decoded of the 3.000 s its header declares "
                               "(1.752 s missing) (strict: damage fails the file)") != 1)
             fail_msg("clapp %s: stderr:\n%s", cmds[i], err);
         free(err);
@@ -114,7 +106,7 @@ static void test_utf8_bom(void **state)
                             "printf '\\357\\273\\277source rate=16000 block=4000 lanes=1 ! features name=feat "
                             "out=bom/\\n' > bom.pipe", dir), 0);
     err = expect_status(dir, 0, "run bom.pipe --data bom.tsv");
-    assert_int_equal(count_substr(err, "error"), 0);
+    assert_int_equal(tu_count_substr(err, "error"), 0);
     free(err);
     assert_int_equal(tu_run("cd '%s' && test -s bom/a.npy", dir), 0);
     tu_rmtree(dir);

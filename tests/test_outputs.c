@@ -19,42 +19,6 @@
 
 #define CLAPP_BIN CLAPP_TEST_BINARY_DIR "/clapp"
 
-static int count_substr(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
-        n++;
-    return n;
-}
-
-/* Rows of a 2-D float32 .npy whose header accounts for every byte; -1 if not. */
-static long npy_rows_consistent(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    unsigned char pre[10];
-    char hdr[4096];
-    long rows = -1, cols = -1, size;
-    size_t hlen;
-    const char *shape;
-    if (!f)
-        return -1;
-    if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY\x01\x00", 8) != 0)
-        goto bad;
-    hlen = (size_t)pre[8] | ((size_t)pre[9] << 8);
-    if (hlen >= sizeof hdr || fread(hdr, 1, hlen, f) != hlen)
-        goto bad;
-    hdr[hlen] = 0;
-    if (!(shape = strstr(hdr, "'shape': (")) || sscanf(shape + 10, "%ld, %ld)", &rows, &cols) != 2)
-        goto bad;
-    fseek(f, 0, SEEK_END);
-    size = ftell(f);
-    fclose(f);
-    return size == 10 + (long)hlen + rows * cols * 4 ? rows : -1;
-bad:
-    fclose(f);
-    return -1;
-}
-
 typedef struct fixture {
     char *dir, *err, *feat, *manifest, *pipe, *train_pipe, *ckpt;
 } fixture;
@@ -102,7 +66,7 @@ static void test_metrics_full_disk(void **state)
     assert_int_equal(tu_run("%s train '%s' --data '%s' --metrics /dev/full --checkpoint '%s' 2> '%s'; "
                             "test $? -eq 1", CLAPP_BIN, f->train_pipe, f->manifest, f->ckpt, f->err), 0);
     err = tu_read_text(f->err);
-    assert_int_equal(count_substr(err, "/dev/full: cannot write the metrics"), 1);
+    assert_int_equal(tu_count_substr(err, "/dev/full: cannot write the metrics"), 1);
     /* The run stopped at the first block, and its checkpoint was written. */
     assert_int_equal(clapp_checkpoint_metadata(f->ckpt, "blocks", &blocks, e, sizeof e), CLAPP_OK);
     assert_string_equal(blocks, "1");
@@ -112,7 +76,7 @@ static void test_metrics_full_disk(void **state)
     assert_int_equal(tu_run("%s train '%s' --data '%s' > /dev/full 2> '%s'; test $? -eq 1", CLAPP_BIN,
                             f->train_pipe, f->manifest, f->err), 0);
     err = tu_read_text(f->err);
-    assert_int_equal(count_substr(err, "standard output: cannot write the metrics"), 1);
+    assert_int_equal(tu_count_substr(err, "standard output: cannot write the metrics"), 1);
     free(err);
 }
 
@@ -123,7 +87,7 @@ static void test_dump_graph_full_disk(void **state)
     assert_int_equal(tu_run("%s run '%s' --dump-graph > /dev/full 2> '%s'; test $? -eq 1", CLAPP_BIN,
                             f->pipe, f->err), 0);
     err = tu_read_text(f->err);
-    assert_int_equal(count_substr(err, "standard output: cannot write the pipeline"), 1);
+    assert_int_equal(tu_count_substr(err, "standard output: cannot write the pipeline"), 1);
     free(err);
 }
 
@@ -136,7 +100,7 @@ static void test_features_write_error(void **state)
     assert_int_equal(tu_run("sh -c \"trap '' XFSZ; ulimit -f 200; exec %s run '%s' --data '%s'\" 2> '%s'; "
                             "test $? -eq 1", CLAPP_BIN, f->pipe, f->manifest, f->err), 0);
     err = tu_read_text(f->err);
-    assert_int_equal(count_substr(err, "a.npy.partial: write failed"), 1);
+    assert_int_equal(tu_count_substr(err, "a.npy.partial: write failed"), 1);
     assert_int_equal(tu_run("test -z \"$(ls -A '%s')\"", f->feat), 0);
     free(err);
 }
@@ -160,10 +124,10 @@ static void test_failed_input_marked_partial(void **state)
     assert_int_equal(tu_run("%s run '%s' --data '%s' 2> '%s'; test $? -eq 0", CLAPP_BIN, f->pipe, f->manifest,
                             f->err), 0);
     err = tu_read_text(f->err);
-    if (count_substr(err, "warning: source: ") != 1 || count_substr(err, "b.flac: damaged: ") != 1 ||
-        count_substr(err, "packet(s) skipped, about ") != 1 || count_substr(err, "error") != 0)
+    if (tu_count_substr(err, "warning: source: ") != 1 || tu_count_substr(err, "b.flac: damaged: ") != 1 ||
+        tu_count_substr(err, "packet(s) skipped, about ") != 1 || tu_count_substr(err, "error") != 0)
         fail_msg("stderr:\n%s", err);
-    rows = npy_rows_consistent(bnpy);
+    rows = tu_npy_rows_consistent(bnpy);
     assert_true(rows > 0 && rows < 320000);
     assert_int_equal(tu_run("cd '%s' && test \"$(ls | sort | tr '\\n' ' ')\" = 'a.npy b.npy ' && rm b.npy", f->feat), 0);
     free(err);
@@ -171,12 +135,12 @@ static void test_failed_input_marked_partial(void **state)
     assert_int_equal(tu_run("%s run '%s' --data '%s' --strict 2> '%s'; test $? -eq 1", CLAPP_BIN, f->pipe,
                             f->manifest, f->err), 0);
     err = tu_read_text(f->err);
-    assert_int_equal(count_substr(err, "error: source: "), 1);
-    assert_int_equal(count_substr(err, "b.flac: damaged: "), 1);
-    assert_int_equal(count_substr(err, "(strict: damage fails the file)"), 1);
-    assert_int_equal(count_substr(err, "b.partial.npy"), 1);
-    assert_true(npy_rows_consistent(bpart) > 0);
-    assert_int_equal(npy_rows_consistent(anpy), 320000);
+    assert_int_equal(tu_count_substr(err, "error: source: "), 1);
+    assert_int_equal(tu_count_substr(err, "b.flac: damaged: "), 1);
+    assert_int_equal(tu_count_substr(err, "(strict: damage fails the file)"), 1);
+    assert_int_equal(tu_count_substr(err, "b.partial.npy"), 1);
+    assert_true(tu_npy_rows_consistent(bpart) > 0);
+    assert_int_equal(tu_npy_rows_consistent(anpy), 320000);
     assert_int_equal(tu_run("cd '%s' && test \"$(ls | sort | tr '\\n' ' ')\" = 'a.npy b.partial.npy '", f->feat), 0);
     free(err);
     free(a);
@@ -204,7 +168,7 @@ static void test_outputs_stay_inside(void **state)
         assert_int_equal(tu_run("cd '%s' && %s run '%s' --data '%s' --set '%s' 2> '%s'; test $? -eq 2", f->dir,
                                 CLAPP_BIN, f->pipe, f->manifest, bad[i][0], f->err), 0);
         err = tu_read_text(f->err);
-        if (count_substr(err, bad[i][1]) != 1)
+        if (tu_count_substr(err, bad[i][1]) != 1)
             fail_msg("--set %s: expected '%s' once; stderr:\n%s", bad[i][0], bad[i][1], err);
         free(err);
     }

@@ -38,14 +38,6 @@ static const char *last_line(char *text)
     return nl ? nl + 1 : text;
 }
 
-static int count_substr(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
-        n++;
-    return n;
-}
-
 /* Start argv[] with standard output and error into files; returns the pid. */
 static pid_t spawn(char *const argv[], const char *out, const char *err)
 {
@@ -64,7 +56,7 @@ static int wait_for(const char *path, const char *needle, int n)
 {
     for (int i = 0; i < 600; i++) {
         char *text = tu_read_text(path);
-        int k = count_substr(text, needle);
+        int k = tu_count_substr(text, needle);
         free(text);
         if (k >= n)
             return 1;
@@ -113,37 +105,6 @@ static int wait_status(pid_t pid)
         fprintf(stderr, "child %d: %s %d\n", (int)pid, WIFEXITED(ws) ? "exit" : "signal",
                 WIFEXITED(ws) ? WEXITSTATUS(ws) : WTERMSIG(ws));
     return WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;
-}
-
-/* A float32 .npy file whose header's shape accounts for every data byte;
- * returns its rows (-1 if it does not). */
-static long npy_rows_consistent(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    unsigned char pre[10];
-    char hdr[4096];
-    long rows = -1, cols = -1, size;
-    size_t hlen;
-    const char *shape;
-    if (!f)
-        return -1;
-    if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY\x01\x00", 8) != 0)
-        goto bad;
-    hlen = (size_t)pre[8] | ((size_t)pre[9] << 8);
-    if (hlen >= sizeof hdr || fread(hdr, 1, hlen, f) != hlen)
-        goto bad;
-    hdr[hlen] = 0;
-    if (!(shape = strstr(hdr, "'shape': (")) || sscanf(shape + 10, "%ld, %ld)", &rows, &cols) != 2)
-        goto bad;
-    fseek(f, 0, SEEK_END);
-    size = ftell(f);
-    fclose(f);
-    if (getenv("CLAPP_TEST_VERBOSE"))
-        fprintf(stderr, "%s: %ld x %ld, %ld bytes\n", path, rows, cols, size);
-    return size == 10 + (long)hlen + rows * cols * 4 ? rows : -1;
-bad:
-    fclose(f);
-    return -1;
 }
 
 typedef struct fixture {
@@ -235,7 +196,7 @@ static void interrupted_train(fixture *f, int sig, int want_status, const char *
     if (status != want_status)
         fail_msg("exit %d, expected %d; stderr:\n%s", status, want_status, err);
     /* One message, naming the signal and the checkpoint. */
-    assert_int_equal(count_substr(err, "interrupted by"), 1);
+    assert_int_equal(tu_count_substr(err, "interrupted by"), 1);
     assert_non_null(strstr(err, name));
     assert_non_null(strstr(err, f->ckpt));
     /* The summary closes the metrics and says the run was interrupted. */
@@ -245,9 +206,9 @@ static void interrupted_train(fixture *f, int sig, int want_status, const char *
     /* The checkpoint loads and holds every block the metrics list. */
     blocks = checkpoint_blocks(f);
     assert_true(blocks >= 3);
-    assert_int_equal(blocks, count_substr(metrics, "\"event\":\"block\""));
+    assert_int_equal(blocks, tu_count_substr(metrics, "\"event\":\"block\""));
     /* The features file's header matches its data. */
-    rows = npy_rows_consistent(npy);
+    rows = tu_npy_rows_consistent(npy);
     assert_true(rows > 0);
     free(err);
     free(metrics);
@@ -280,7 +241,7 @@ static void test_element_failure_keeps_checkpoint(void **state)
     metrics = tu_read_text(f->metrics);
     assert_non_null(strstr(err, "boom"));
     assert_non_null(strstr(last_line(metrics), "\"event\":\"summary\""));
-    assert_int_equal(count_substr(metrics, "\"event\":\"block\""), 4);
+    assert_int_equal(tu_count_substr(metrics, "\"event\":\"block\""), 4);
     /* The weights after block 4: load them into the pipeline without the fixture. */
     {
         char *blocks = NULL, e[512] = "";
@@ -323,8 +284,8 @@ static void test_extract_sigint(void **state)
     err = tu_read_text(f->err);
     if (status != 130)
         fail_msg("exit %d, expected 130; stderr:\n%s", status, err);
-    assert_int_equal(count_substr(err, "interrupted by SIGINT"), 1);
-    assert_true(npy_rows_consistent(npy) > 0);
+    assert_int_equal(tu_count_substr(err, "interrupted by SIGINT"), 1);
+    assert_true(tu_npy_rows_consistent(npy) > 0);
     free(err);
     free(npy);
     free(outdir);
@@ -433,7 +394,7 @@ static void test_sigint_wakes_stalled_input(void **state)
         {
             char want[200];
             snprintf(want, sizeof want, "%s: interrupted while waiting for data", names[k]);
-            if (count_substr(err, want) != 1 || count_substr(err, "interrupted by SIGINT") != 1)
+            if (tu_count_substr(err, want) != 1 || tu_count_substr(err, "interrupted by SIGINT") != 1)
                 fail_msg("clapp %s: expected '%s'; stderr:\n%s", argvs[k][1], want, err);
         }
         if (getenv("CLAPP_TEST_VERBOSE"))

@@ -186,3 +186,40 @@ double tu_max_abs_diff(const float *a, const float *b, size_t n)
     }
     return m;
 }
+
+int tu_count_substr(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+long tu_npy_rows_consistent(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char pre[10];
+    char hdr[4096];
+    long rows = -1, cols = -1, size;
+    size_t hlen;
+    const char *shape;
+    if (!f)
+        return -1;
+    if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY\x01\x00", 8) != 0)
+        goto bad;
+    hlen = (size_t)pre[8] | ((size_t)pre[9] << 8);
+    if (hlen >= sizeof hdr || fread(hdr, 1, hlen, f) != hlen)
+        goto bad;
+    hdr[hlen] = 0;
+    if (!(shape = strstr(hdr, "'shape': (")) || sscanf(shape + 10, "%ld, %ld)", &rows, &cols) != 2)
+        goto bad;
+    fseek(f, 0, SEEK_END);
+    size = ftell(f);
+    fclose(f);
+    if (getenv("CLAPP_TEST_VERBOSE"))
+        fprintf(stderr, "%s: %ld x %ld, %ld bytes\n", path, rows, cols, size);
+    return size == 10 + (long)hlen + rows * cols * 4 ? rows : -1;
+bad:
+    fclose(f);
+    return -1;
+}

@@ -24,6 +24,11 @@ float *tu_read_f32(const char *path, size_t *n);
 char *tu_read_text(const char *path);
 /* Write text to a file; returns 0 on success. */
 int   tu_write_text(const char *path, const char *text);
+/* How often needle occurs in hay (non-overlapping). */
+int   tu_count_substr(const char *hay, const char *needle);
+/* Rows of a 2-D float32 .npy whose header's shape accounts for every data
+ * byte; -1 if it does not (or the file cannot be read). */
+long  tu_npy_rows_consistent(const char *path);
 /* Path join into a malloc'd string. */
 char *tu_path(const char *dir, const char *name);
 
